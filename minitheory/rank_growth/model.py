@@ -1,0 +1,264 @@
+r"""The attention heads of Boix-Adsera, Littwin, Abbe, Bengio, Susskind (2023), Sec. 3.
+
+One softmax attention head, written over the two products it depends on,
+
+.. math::
+    f(X) = \mathrm{smax}(X M X^\top)\, X N, \qquad M = W_K W_Q^\top,\quad N = W_V W_O^\top,
+
+softmax row-wise over the ``n`` key positions, **no** :math:`1/\sqrt d` factor. The loss is the
+squared error averaged over sequences,
+
+.. math:: L = \tfrac12 \operatorname{mean}_s \|f(X_s) - Y_s\|_F^2 .
+
+Reading order: :func:`head_forward` / :func:`head_backward` (the core, over the products), then
+the two parametrizations:
+
+* **diagonal head** (the paper's network class :math:`f(x; u \odot v)`): :math:`W_* = \mathrm{diag}(w_*)`,
+  so :math:`M = \mathrm{diag}(a)`, :math:`N = \mathrm{diag}(b)` with :math:`a = w_K \odot w_Q`,
+  :math:`b = w_V \odot w_O`; keys ``"w_K", "w_Q", "w_V", "w_O"``, each ``(d,)`` or ``(R, d)``;
+* **full head**: keys ``"W_K", "W_Q", "W_V"`` ``(d, d_h)``, ``"W_O"`` ``(d_out, d_h)``, each with an
+  optional leading run axis ``R``.
+
+A leading run axis ``R`` trains ``R`` independent models at once (e.g. the grid of init scales);
+the loss is then one value per run and each run's gradient is that of its own loss.
+
+Public functions validate their inputs; the ``_``-prefixed cores skip validation and are what the
+training loops call after validating once.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..primitives import softmax, softmax_vjp
+from ..validation import check_array
+
+DIAG_KEYS = ("w_K", "w_Q", "w_V", "w_O")
+FULL_KEYS = ("W_K", "W_Q", "W_V", "W_O")
+
+
+# --------------------------------------------------------------------------------------------
+# The core over the products (M, N)
+# --------------------------------------------------------------------------------------------
+def head_forward(M: np.ndarray, Nm: np.ndarray, X: np.ndarray):
+    r"""Attention head output :math:`f(X) = \mathrm{smax}(X M X^\top) X N` for ``R`` runs.
+
+    Parameters
+    ----------
+    M : ``(R, d, d)`` key-query product :math:`W_K W_Q^\top`.
+    Nm : ``(R, d, d_out)`` value-output product :math:`W_V W_O^\top`.
+    X : ``(N_seq, n, d)`` input sequences (shared by all runs).
+
+    Returns
+    -------
+    out : ``(R, N_seq, n, d_out)``
+    cache : tuple for :func:`head_backward`.
+    """
+    R, d, _ = M.shape
+    Ns, n, _ = X.shape
+    XM = (X.reshape(Ns * n, d) @ M).reshape(R, Ns, n, d)       # (R, N, n, d)   X M
+    S = softmax(XM @ X.swapaxes(-1, -2))                        # (R, N, n, n)   smax(X M X^T)
+    SX = S @ X                                                  # (R, N, n, d)
+    out = (SX.reshape(R, Ns * n, d) @ Nm).reshape(R, Ns, n, -1)  # (R, N, n, d_out)
+    return out, (X, S, SX, Nm)
+
+
+def head_backward(cache, dout: np.ndarray):
+    r"""Gradients of the products from the cotangent ``dout`` of the output (Sec. 3, Eq. for GD).
+
+    .. math::
+        \frac{\partial L}{\partial N} = \sum_s (S X)^\top \bar f,\quad
+        G_S = \bar f (X N)^\top,\quad G_Z = S \odot (G_S - \mathrm{rowsum}(G_S \odot S)),\quad
+        \frac{\partial L}{\partial M} = \sum_s X^\top G_Z X.
+
+    Parameters
+    ----------
+    cache : from :func:`head_forward`.
+    dout : ``(R, N_seq, n, d_out)`` cotangent of the output (already carries the ``1/N_seq``).
+
+    Returns
+    -------
+    dM : ``(R, d, d)``;  dN : ``(R, d, d_out)``.
+    """
+    X, S, SX, Nm = cache
+    R, Ns, n, d_out = dout.shape
+    d = X.shape[-1]
+    X2 = X.reshape(Ns * n, d)
+    dN = SX.reshape(R, Ns * n, d).swapaxes(-1, -2) @ dout.reshape(R, Ns * n, d_out)
+    XN = (X2 @ Nm).reshape(R, Ns, n, d_out)                     # (R, N, n, d_out)
+    G_Z = softmax_vjp(S, dout @ XN.swapaxes(-1, -2))            # (R, N, n, n)
+    dM = X2.T @ (G_Z @ X).reshape(R, Ns * n, d)                 # (R, d, d)
+    return dM, dN
+
+
+def _products_loss_and_grads(M, Nm, X, Y):
+    """Loss per run ``(R,)`` and its gradients with respect to ``M`` and ``N`` (no checks)."""
+    out, cache = head_forward(M, Nm, X)
+    resid = out - Y                                             # (R, N, n, d_out)
+    Ns = X.shape[0]
+    loss = 0.5 * np.sum(resid * resid, axis=(1, 2, 3)) / Ns
+    dM, dN = head_backward(cache, resid / Ns)
+    return loss, dM, dN
+
+
+# --------------------------------------------------------------------------------------------
+# Diagonal head: M = diag(a), N = diag(b)
+# --------------------------------------------------------------------------------------------
+def diag_products(params: dict) -> tuple[np.ndarray, np.ndarray]:
+    r"""The products :math:`a = w_K \odot w_Q` and :math:`b = w_V \odot w_O` (shape of the inputs)."""
+    return params["w_K"] * params["w_Q"], params["w_V"] * params["w_O"]
+
+
+def _loss_and_grads_ab(a, b, X, Y):
+    r"""Loss :math:`\tilde L(a, b)` per run and :math:`\partial\tilde L/\partial a = \mathrm{diag}(\partial L/\partial M)`,
+    :math:`\partial\tilde L/\partial b = \mathrm{diag}(\partial L/\partial N)`; ``a, b`` are ``(R, d)``."""
+    loss, dM, dN = _products_loss_and_grads(_diag(a), _diag(b), X, Y)
+    return loss, np.diagonal(dM, axis1=-2, axis2=-1), np.diagonal(dN, axis1=-2, axis2=-1)
+
+
+def _diag(v):
+    """``(R, d) -> (R, d, d)`` stack of diagonal matrices."""
+    return v[..., :, None] * np.eye(v.shape[-1])
+
+
+def _diag_loss_and_grads(params, X, Y):
+    """Unchecked :func:`loss_and_grads` for parameters with a run axis ``(R, d)``."""
+    a, b = diag_products(params)
+    loss, ga, gb = _loss_and_grads_ab(a, b, X, Y)
+    grads = {"w_K": params["w_Q"] * ga, "w_Q": params["w_K"] * ga,
+             "w_V": params["w_O"] * gb, "w_O": params["w_V"] * gb}
+    return loss, grads
+
+
+def loss_and_grads(params: dict, X: np.ndarray, Y: np.ndarray):
+    r"""Loss and hand-written gradients of the diagonal attention head (paper Sec. 3-4).
+
+    .. math::
+        Z_{ik} = \sum_j a_j X_{ij} X_{kj},\quad S = \mathrm{smax}(Z),\quad f(X)_{ij} = b_j (S X)_{ij},
+        \quad L = \tfrac12 \operatorname{mean}_s \|f(X_s) - Y_s\|_F^2,
+
+    and by the chain rule through :math:`a = w_K \odot w_Q`, :math:`b = w_V \odot w_O`:
+
+    .. math::
+        \nabla w_K = w_Q \odot \partial_a \tilde L,\ \nabla w_Q = w_K \odot \partial_a \tilde L,\
+        \nabla w_V = w_O \odot \partial_b \tilde L,\ \nabla w_O = w_V \odot \partial_b \tilde L .
+
+    Parameters
+    ----------
+    params : dict with keys ``"w_K", "w_Q", "w_V", "w_O"``, each ``(d,)`` or ``(R, d)``.
+    X : ``(N_seq, n, d)`` inputs.  Y : ``(N_seq, n, d)`` targets.
+
+    Returns
+    -------
+    loss : float, or ``(R,)`` with a run axis.
+    grads : dict with the keys and shapes of ``params``.
+    """
+    runs, squeeze = _check_params(params, DIAG_KEYS, kind="diagonal")
+    d = runs["w_K"].shape[-1]
+    X, Y = _check_XY(X, Y, d, d)
+    loss, grads = _diag_loss_and_grads(runs, X, Y)
+    return _unrun(loss, grads, squeeze)
+
+
+def loss_and_grads_ab(w: dict, X: np.ndarray, Y: np.ndarray):
+    r"""Loss :math:`\tilde L(w)` and its gradient in the product space ``w = (a, b)``.
+
+    This is the function Algorithm 1 (the limiting incremental algorithm) works with.
+    ``w`` has keys ``"a", "b"``, each ``(d,)`` or ``(R, d)``; returns ``(loss, {"a": .., "b": ..})``.
+    """
+    runs, squeeze = _check_params(w, ("a", "b"), kind="product")
+    d = runs["a"].shape[-1]
+    X, Y = _check_XY(X, Y, d, d)
+    loss, ga, gb = _loss_and_grads_ab(runs["a"], runs["b"], X, Y)
+    return _unrun(loss, {"a": ga, "b": gb}, squeeze)
+
+
+# --------------------------------------------------------------------------------------------
+# Full head: M = W_K W_Q^T, N = W_V W_O^T
+# --------------------------------------------------------------------------------------------
+def full_products(params: dict) -> tuple[np.ndarray, np.ndarray]:
+    r""":math:`M = W_K W_Q^\top` ``(.., d, d)`` and :math:`N = W_V W_O^\top` ``(.., d, d_out)``."""
+    return (params["W_K"] @ params["W_Q"].swapaxes(-1, -2),
+            params["W_V"] @ params["W_O"].swapaxes(-1, -2))
+
+
+def _full_loss_and_grads(params, X, Y):
+    """Unchecked :func:`full_loss_and_grads` for parameters with a run axis."""
+    M, Nm = full_products(params)
+    loss, dM, dN = _products_loss_and_grads(M, Nm, X, Y)
+    grads = {"W_K": dM @ params["W_Q"], "W_Q": dM.swapaxes(-1, -2) @ params["W_K"],
+             "W_V": dN @ params["W_O"], "W_O": dN.swapaxes(-1, -2) @ params["W_V"]}
+    return loss, grads
+
+
+def full_loss_and_grads(params: dict, X: np.ndarray, Y: np.ndarray):
+    r"""Loss and hand-written gradients of the full softmax attention head (paper Sec. 5).
+
+    .. math::
+        \nabla W_K = \tfrac{\partial L}{\partial M} W_Q,\ \nabla W_Q = \tfrac{\partial L}{\partial M}^\top W_K,\
+        \nabla W_V = \tfrac{\partial L}{\partial N} W_O,\ \nabla W_O = \tfrac{\partial L}{\partial N}^\top W_V,
+
+    with :math:`\partial L/\partial M`, :math:`\partial L/\partial N` from :func:`head_backward`.
+
+    Parameters
+    ----------
+    params : keys ``"W_K", "W_Q", "W_V"`` of shape ``(d, d_h)`` and ``"W_O"`` of shape
+        ``(d_out, d_h)``, each with an optional leading run axis ``R``.
+    X : ``(N_seq, n, d)``.  Y : ``(N_seq, n, d_out)``.
+
+    Returns
+    -------
+    loss : float or ``(R,)``;  grads : dict with the keys and shapes of ``params``.
+    """
+    runs, squeeze = _check_params(params, FULL_KEYS, kind="full")
+    d, d_h = runs["W_K"].shape[-2:]
+    d_out = runs["W_O"].shape[-2]
+    for k in ("W_Q", "W_V"):
+        if runs[k].shape[-2:] != (d, d_h):
+            raise ValueError(f"params[{k!r}] must have shape (..., {d}, {d_h}) like W_K, "
+                             f"got {runs[k].shape}")
+    if runs["W_O"].shape[-1] != d_h:
+        raise ValueError(f"params['W_O'] must have shape (..., d_out, {d_h}), got {runs['W_O'].shape}")
+    X, Y = _check_XY(X, Y, d, d_out)
+    loss, grads = _full_loss_and_grads(runs, X, Y)
+    return _unrun(loss, grads, squeeze)
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks shared by the public entry points
+# --------------------------------------------------------------------------------------------
+def _check_params(params, keys, *, kind):
+    """Validate a parameter dict; return it with a run axis, and whether to squeeze it off."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict with keys {keys}, got {type(params).__name__}")
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise ValueError(f"params is missing keys {missing} (the {kind} head needs {list(keys)})")
+    vec = kind in ("diagonal", "product")
+    ndims = (1, 2) if vec else (2, 3)
+    runs = {k: check_array(f"params[{k!r}]", params[k], ndim=ndims) for k in keys}
+    nd = runs[keys[0]].ndim
+    lead = runs[keys[0]].shape[:-1] if vec else runs[keys[0]].shape[:-2]
+    for k in keys:
+        shp = runs[k].shape
+        if runs[k].ndim != nd or (vec and shp != runs[keys[0]].shape) or \
+                (not vec and shp[:-2] != lead):
+            raise ValueError(f"params[{k!r}] has shape {shp}, inconsistent with "
+                             f"params[{keys[0]!r}] of shape {runs[keys[0]].shape}")
+    squeeze = nd == ndims[0]
+    if squeeze:
+        runs = {k: v[None] for k, v in runs.items()}
+    return runs, squeeze
+
+
+def _check_XY(X, Y, d, d_out):
+    X = check_array("X", X, shape=(None, None, d))
+    Y = check_array("Y", Y, shape=(X.shape[0], X.shape[1], d_out))
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X needs at least one sequence and one token, got shape {X.shape}")
+    return X, Y
+
+
+def _unrun(loss, grads, squeeze):
+    if squeeze:
+        return float(loss[0]), {k: v[0] for k, v in grads.items()}
+    return loss, grads

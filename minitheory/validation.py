@@ -1,0 +1,88 @@
+"""Input checks and the divergence error shared by every paper.
+
+Bad input must fail early with a ``ValueError`` that names the parameter and the accepted
+range, never as a NaN or a traceback from deep inside NumPy. These helpers keep those messages
+uniform. A training loop whose loss turns non-finite raises :class:`DivergenceError`, which
+carries the step, the learning rate and everything computed up to that step.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss.
+
+    Attributes
+    ----------
+    step : int
+        The step whose loss was non-finite (0 = before any update).
+    lr : float
+        The learning rate in use.
+    partial : object
+        What the loop had computed up to (not including) ``step``: its history and last
+        finite parameters, in the same form the loop returns on success.
+    """
+
+    def __init__(self, message: str, *, step: int, lr: float, partial=None):
+        super().__init__(message)
+        self.step = step
+        self.lr = lr
+        self.partial = partial
+
+
+def check_int(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` as ``int`` if it is an integer in ``[low, high]``, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be in [{low if low is not None else '-inf'}, "
+                         f"{high if high is not None else 'inf'}], got {value}")
+    return value
+
+
+def check_float(name: str, value, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """Return ``value`` as a finite ``float`` inside the stated interval, else raise.
+
+    ``low_open``/``high_open`` exclude the end points, e.g. ``low=0, low_open=True`` means > 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    lo_br, hi_br = ("(" if low_open else "["), (")" if high_open else "]")
+    interval = (f"{lo_br}{low if low is not None else '-inf'}, "
+                f"{high if high is not None else 'inf'}{hi_br}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite and in {interval}, got {value}")
+    bad_low = low is not None and (value <= low if low_open else value < low)
+    bad_high = high is not None and (value >= high if high_open else value > high)
+    if bad_low or bad_high:
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return value
+
+
+def check_array(name: str, value, *, ndim: int | tuple[int, ...] | None = None,
+                shape: tuple | None = None) -> np.ndarray:
+    """Return ``value`` as a finite float64 array of the stated rank/shape, else raise.
+
+    ``shape`` may contain ``None`` for axes of any length.
+    """
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be an array of real numbers ({exc})") from None
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            raise ValueError(f"{name} must have ndim in {allowed}, got shape {arr.shape}")
+    if shape is not None:
+        if arr.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, arr.shape)):
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must contain only finite values")
+    return arr
