@@ -1,0 +1,131 @@
+"""What every demo shares: a CLI generated from its config dataclass, saving, progress.
+
+A demo defines a frozen dataclass config (validated in ``__post_init__``) and calls
+:func:`parse` to get ``(config, out, show)``. Results go to ``--out``: ``config.json``,
+``metrics.npz`` (loads with ``allow_pickle=False``) and PNG figures. Figures are drawn with
+the Agg backend unless ``--show`` asks for windows.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import typing
+from pathlib import Path
+
+import numpy as np
+
+
+def _field_type(tp):
+    """argparse ``type``/``nargs`` for a config field annotation."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return {"type": typing.get_args(tp)[0], "nargs": "+"}
+    if tp is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    return {"type": tp}
+
+
+def parse(config_cls, argv, *, prog: str, description: str, default_out: str):
+    """Build the CLI from ``config_cls`` and parse ``argv``.
+
+    Every dataclass field becomes ``--field-name`` with its default shown in ``--help``; a
+    config that fails validation exits with status 2 and the validator's message.
+
+    Returns ``(config, out: Path, show: bool)``.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        help_text = f.metadata.get("help", "")
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default,
+                            help=help_text, **_field_type(hints[f.name]))
+    parser.add_argument("--out", type=Path, default=Path(default_out),
+                        help="folder for config.json, metrics.npz and the figures")
+    parser.add_argument("--show", action="store_true", help="also open the figures in windows")
+    ns = vars(parser.parse_args(argv))
+    out, show = ns.pop("out"), ns.pop("show")
+    ns = {k: tuple(v) if isinstance(v, list) else v for k, v in ns.items()}
+    try:
+        config = config_cls(**ns)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    return config, out, show
+
+
+def pyplot(show: bool):
+    """``matplotlib.pyplot`` with the Agg backend unless windows were asked for."""
+    import matplotlib
+    if not show:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, out: Path, name: str, show: bool) -> Path:
+    """Save ``fig`` as ``out/name.png``; close it unless it is to be shown."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    if not show:
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+    return path
+
+
+def save_results(out: Path, config, metrics: dict, extra: dict | None = None) -> None:
+    """Write ``config.json`` (the config plus ``extra``) and ``metrics.npz`` to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = dataclasses.asdict(config)
+    if extra:
+        cfg.update(extra)
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, default=float) + "\n")
+    np.savez_compressed(out / "metrics.npz",
+                        **{k: np.asarray(v) for k, v in metrics.items()})
+
+
+def load_metrics(out: Path) -> dict:
+    """Load ``metrics.npz`` from ``out`` (no pickles)."""
+    with np.load(Path(out) / "metrics.npz", allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+class Progress:
+    """A one-line progress report on stderr, refreshed at most every ``every`` seconds."""
+
+    def __init__(self, label: str, every: float = 0.5, stream=None):
+        self.label, self.every = label, every
+        self.stream = stream if stream is not None else sys.stderr
+        self.t0 = self.last = time.perf_counter()
+
+    def __call__(self, step: int, total: int) -> None:
+        now = time.perf_counter()
+        done = step >= total
+        if done or now - self.last >= self.every:
+            self.last = now
+            pct = 100.0 * step / max(total, 1)
+            self.stream.write(f"\r{self.label}: step {step}/{total} ({pct:5.1f}%) "
+                              f"{now - self.t0:6.1f}s")
+            if done:
+                self.stream.write("\n")
+            self.stream.flush()
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    """A plain-text table with right-aligned columns."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(c) -> str:
+    if isinstance(c, (float, np.floating)):
+        if not np.isfinite(c):
+            return "never" if c > 0 else str(c)
+        return f"{c:.3f}" if 1e-3 <= abs(c) < 1e4 else f"{c:.2e}" if c != 0 else "0"
+    return str(c)
