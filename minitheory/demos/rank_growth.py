@@ -64,8 +64,7 @@ class Config:
 def run(cfg: Config, progress=None):
     """Train and analyse; returns ``(metrics, result, error)`` where ``error`` is a
     :class:`DivergenceError` (metrics then hold what was computed before it) or ``None``."""
-    X = data.gaussian_inputs(np.random.default_rng(cfg.seed), cfg.n_seq, cfg.n_tokens, cfg.d)
-    Y = data.diagonal_targets(X, cfg.a_star, cfg.b_star)
+    X, Y = data.diagonal_toy(cfg.seed, cfg.n_seq, cfg.n_tokens, cfg.d, cfg.a_star, cfg.b_star)
     alphas = np.asarray(cfg.alphas, dtype=np.float64)
     params0 = data.init_diagonal(np.random.default_rng(cfg.seed + 1), cfg.d, alphas)
     result = incremental.incremental_learning(X, Y, euler_step=cfg.euler_step)

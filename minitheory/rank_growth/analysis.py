@@ -15,8 +15,13 @@ from .incremental import IncrementalResult
 
 
 def rescaled_time(steps, eta: float, alphas) -> np.ndarray:
-    r""":math:`\bar t = \eta \cdot \mathrm{step}/\log(1/\alpha)`; ``steps (K,)``, ``alphas (R,)`` -> ``(K, R)``."""
-    return eta * np.asarray(steps, dtype=np.float64)[:, None] / np.log(1.0 / np.asarray(alphas))
+    r""":math:`\bar t = \eta \cdot \mathrm{step}/\log(1/\alpha)`; ``steps (K,)``, ``alphas (R,)`` -> ``(K, R)``.
+
+    For :math:`\alpha = 1`, :math:`\log(1/\alpha) = 0`: that run's column is the plain time
+    :math:`t = \eta \cdot \mathrm{step}` (the paper plots the large-init run against t).
+    """
+    log_inv = np.log(1.0 / np.asarray(alphas, dtype=np.float64))
+    return eta * np.asarray(steps, dtype=np.float64)[:, None] / np.where(log_inv > 0, log_inv, 1.0)
 
 
 def activation_times(tbar: np.ndarray, w: np.ndarray, threshold: float = 0.05) -> np.ndarray:

@@ -105,3 +105,20 @@ def init_full(rng: np.random.Generator, d: int, d_h: int, d_out: int, alphas) ->
     shapes = {"W_K": (d, d_h), "W_Q": (d, d_h), "W_V": (d, d_h), "W_O": (d_out, d_h)}
     draws = {k: rng.standard_normal(shapes[k]) / np.sqrt(d) for k in FULL_KEYS}
     return {k: alphas[:, None, None] * draws[k] for k in FULL_KEYS}
+
+
+def diagonal_toy(seed: int, n_seq: int, n_tokens: int, d: int, a_star=A_STAR, b_star=B_STAR):
+    """The diagonal toy: ``X = default_rng(seed).standard_normal((n_seq, n_tokens, d))`` and the
+    teacher's targets ``Y``. With the defaults and seed 0, L(0) = 6.881 (spec, section (b))."""
+    X = gaussian_inputs(np.random.default_rng(seed), n_seq, n_tokens, d)
+    return X, diagonal_targets(X, a_star, b_star)
+
+
+def full_toy(seed: int, n_seq: int, n_tokens: int, d: int):
+    """The non-diagonal toy: ``(rX, rT) = default_rng(seed).spawn(2)``; ``X`` from ``rX``, the
+    planted rank-2 / rank-3 teacher from ``rT``. Returns ``X, Y, M*, N*``; with the defaults
+    (256, 8, 6) and seed 0, L(0) = 3.275 (spec, section (b))."""
+    rX, rT = np.random.default_rng(seed).spawn(2)
+    X = gaussian_inputs(rX, n_seq, n_tokens, d)
+    M_star, N_star = planted_lowrank_teacher(rT, d)
+    return X, full_targets(X, M_star, N_star), M_star, N_star
