@@ -74,37 +74,41 @@ def gradient_descent(loss_and_grads, params: dict, X, Y, *, eta: float, n_steps,
 
     params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
     loss = np.zeros(R)
-    for step in range(total + 1):
-        # Runs past their budget are frozen: evaluate only the runs still moving (or at their end).
-        live = np.flatnonzero(step <= n_steps)
-        if live.size == R:
-            loss, grads = loss_and_grads(params, X, Y)
-        else:
-            loss = loss.copy()
-            loss[live], g_live = loss_and_grads({k: v[live] for k, v in params.items()}, X, Y)
-            grads = {k: np.zeros_like(v) for k, v in params.items()}
-            for k in grads:
-                grads[k][live] = g_live[k]
-        if not np.all(np.isfinite(loss)):
-            bad = np.flatnonzero(~np.isfinite(loss)).tolist()
-            raise DivergenceError(
-                f"loss became non-finite at step {step} (runs {bad}) with learning rate eta={eta}; "
-                f"reduce eta", step=step, lr=eta, partial=(params, history()))
-        last = step == total
-        new = lr = None
-        if not last:
-            lr = np.where(step < n_steps, eta, 0.0)              # frozen runs take no step
-            new = {k: p - lr.reshape((R,) + (1,) * (p.ndim - 1)) * grads[k]
-                   for k, p in params.items()}
-        if step % log_every == 0 or last:
-            logs["step"].append(step)
-            logs["loss"].append(loss)
-            for k, v in observe(params, grads, new, lr).items():
-                logs.setdefault(k, []).append(v)
-        if progress is not None:
-            progress(step, total)
-        if not last:
-            params = new
+    step_shape = lambda p: (R,) + (1,) * (p.ndim - 1)  # noqa: E731  per-run lr broadcast
+    # A diverging run overflows on its way to inf; the loop detects the non-finite loss itself
+    # and raises DivergenceError, so NumPy's warnings would only be noise.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for step in range(total + 1):
+            # Runs past their budget are frozen: evaluate only the runs still moving (or at
+            # their last step).
+            live = np.flatnonzero(step <= n_steps)
+            if live.size == R:
+                loss, grads = loss_and_grads(params, X, Y)
+            else:
+                loss = loss.copy()
+                loss[live], g_live = loss_and_grads({k: v[live] for k, v in params.items()}, X, Y)
+                grads = {k: np.zeros_like(v) for k, v in params.items()}
+                for k in grads:
+                    grads[k][live] = g_live[k]
+            if not np.all(np.isfinite(loss)):
+                bad = np.flatnonzero(~np.isfinite(loss)).tolist()
+                raise DivergenceError(
+                    f"loss became non-finite at step {step} (runs {bad}) with learning rate "
+                    f"eta={eta}; reduce eta", step=step, lr=eta, partial=(params, history()))
+            last = step == total
+            new = lr = None
+            if not last:
+                lr = np.where(step < n_steps, eta, 0.0)          # frozen runs take no step
+                new = {k: p - lr.reshape(step_shape(p)) * grads[k] for k, p in params.items()}
+            if step % log_every == 0 or last:
+                logs["step"].append(step)
+                logs["loss"].append(loss)
+                for k, v in observe(params, grads, new, lr).items():
+                    logs.setdefault(k, []).append(v)
+            if progress is not None:
+                progress(step, total)
+            if not last:
+                params = new
     return params, history()
 
 

@@ -1,0 +1,77 @@
+"""Every demo runs end to end through main(argv) with tiny settings and writes its outputs."""
+import json
+
+import numpy as np
+import pytest
+
+from minitheory.demos import rank_growth, rank_growth_assumptions, rank_growth_full
+from minitheory.demos._common import load_metrics
+
+TINY = {
+    rank_growth: ["--n-seq", "16", "--n-tokens", "4", "--alphas", "1e-2", "1e-4",
+                  "--detail-alpha", "1e-2", "--tbar-max", "1.0"],
+    rank_growth_full: ["--n-seq", "8", "--n-tokens", "4", "--d", "3", "--alphas", "1", "1e-2",
+                       "--detail-alpha", "1e-2", "--tbar-max", "0.5", "--steps-alpha-one", "20",
+                       "--log-every", "5"],
+    rank_growth_assumptions: ["--n-seq", "32", "--n-tokens", "4", "--alpha", "1e-2",
+                              "--tbar-max", "1.5", "--robustness-tbar", "0.3"],
+}
+PNGS = {rank_growth: ["rank_growth_loss", "rank_growth_entries"],
+        rank_growth_full: ["rank_growth_full"],
+        rank_growth_assumptions: ["rank_growth_assumptions"]}
+
+
+@pytest.mark.parametrize("demo", list(TINY), ids=lambda m: m.NAME)
+def test_demo_runs_end_to_end(demo, tmp_path, capsys):
+    assert demo.main(TINY[demo] + ["--out", str(tmp_path), "--seed", "3"]) == 0
+    for name in PNGS[demo]:
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["seed"] == 3
+    metrics = load_metrics(tmp_path)                       # allow_pickle=False
+    # no NaN anywhere (inf is allowed: "never activated")
+    assert metrics and not any(np.isnan(v).any() for v in metrics.values() if v.dtype.kind == "f")
+    out = capsys.readouterr().out
+    assert "saved" in out and str(tmp_path) in out
+
+
+@pytest.mark.parametrize("demo", list(TINY), ids=lambda m: m.NAME)
+def test_help_and_bad_arguments(demo, capsys):
+    with pytest.raises(SystemExit) as info:
+        demo.main(["--help"])
+    assert info.value.code == 0 and "--out" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        demo.main(["--eta", "-0.1"])
+    assert info.value.code == 2 and "eta must be in" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        demo.main(["--n-seq", "many"])
+    assert info.value.code == 2
+
+
+def test_rank_growth_rejects_bad_alphas_and_mismatched_teacher(capsys):
+    for argv, match in ((["--alphas", "1e-2", "1.5"], "alpha must be in"),
+                        (["--alphas", "0"], "alpha must be in"),
+                        (["--d", "3"], "a_star must have shape"),
+                        (["--detail-alpha", "1e-3"], "detail_alpha must be one of")):
+        with pytest.raises(SystemExit):
+            rank_growth.main(argv)
+        assert match in capsys.readouterr().err
+
+
+def test_divergence_stops_with_a_message_and_keeps_metrics(tmp_path, capsys):
+    argv = TINY[rank_growth] + ["--eta", "5", "--tbar-max", "20", "--out", str(tmp_path)]
+    assert rank_growth.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "non-finite at step" in err and "eta=5.0" in err and "Warning" not in err
+    m = load_metrics(tmp_path)
+    assert int(m["diverged_step"]) == len(m["step"]) and np.all(np.isfinite(m["loss"]))
+
+
+def test_same_seed_same_metrics(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert rank_growth.main(TINY[rank_growth] + ["--out", str(out)]) == 0
+    ma, mb = load_metrics(a), load_metrics(b)
+    assert ma.keys() == mb.keys()
+    for k in ma:
+        np.testing.assert_array_equal(ma[k], mb[k])
