@@ -1,7 +1,9 @@
 """What every demo shares: a CLI generated from its config dataclass, saving, progress.
 
-A demo defines a frozen dataclass config (validated in ``__post_init__``) and calls
-:func:`parse` to get ``(config, out, show)``. Results go to ``--out``: ``config.json``,
+A demo module defines ``NAME``, a frozen dataclass ``Config`` (validated in ``__post_init__``),
+``run(cfg, progress) -> (metrics, context, error)``, ``report(cfg, metrics, context) -> str`` and
+``plot(cfg, metrics, context, out, show) -> [paths]``; its ``main(argv)`` is
+:func:`demo_main`. Results go to ``--out``: ``config.json``,
 ``metrics.npz`` (loads with ``allow_pickle=False``) and PNG figures. Figures are drawn with
 the Agg backend unless ``--show`` asks for windows.
 """
@@ -155,3 +157,28 @@ def _fmt(c) -> str:
             return "never" if c > 0 else str(c)
         return f"{c:.3f}" if 1e-3 <= abs(c) < 1e4 else f"{c:.2e}" if c != 0 else "0"
     return str(c)
+
+
+def demo_main(demo, argv) -> int:
+    """Parse the CLI of ``demo`` (a module, see above), run it, save, print, plot.
+
+    Returns 0, or 1 when training diverged: the message names the step and learning rate and
+    the metrics computed before it are saved all the same.
+    """
+    cfg, out, show = parse(demo.Config, argv, prog=f"python -m minitheory.demos.{demo.NAME}",
+                           description=demo.__doc__.split("\n\n")[0],
+                           default_out=f"out/{demo.NAME}")
+    t0 = time.perf_counter()
+    metrics, context, error = demo.run(cfg, progress=Progress("gradient descent"))
+    save_results(out, cfg, metrics)
+    if error is not None:
+        print(f"error: {error}\nmetrics up to step {error.step - 1} saved in {out}",
+              file=sys.stderr)
+        return 1
+    print(demo.report(cfg, metrics, context))
+    paths = demo.plot(cfg, metrics, context, out, show)
+    print(f"saved {', '.join(p.name for p in paths)}, config.json, metrics.npz to {out} "
+          f"({time.perf_counter() - t0:.1f} s)")
+    if show:
+        pyplot(show).show()
+    return 0

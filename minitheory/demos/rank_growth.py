@@ -10,9 +10,7 @@ of the learned perturbation growing by one per stage.
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,7 +60,8 @@ class Config:
 
 
 def run(cfg: Config, progress=None):
-    """Train and analyse; returns ``(metrics, result, error)`` where ``error`` is a
+    """Train and analyse; returns ``(metrics, result, error)``: ``result`` is Algorithm 1's
+    :class:`~minitheory.rank_growth.incremental.IncrementalResult`, ``error`` a
     :class:`DivergenceError` (metrics then hold what was computed before it) or ``None``."""
     X, Y = data.diagonal_toy(cfg.seed, cfg.n_seq, cfg.n_tokens, cfg.d, cfg.a_star, cfg.b_star)
     alphas = np.asarray(cfg.alphas, dtype=np.float64)
@@ -97,7 +96,8 @@ def run(cfg: Config, progress=None):
 
 
 def report(cfg: Config, m: dict, result) -> str:
-    """The table that carries the claim: stage times and plateau losses, predicted vs observed."""
+    """The table that carries the claim: stage times and plateau losses, predicted vs observed,
+    and the worst violation of the per-step conservation identity."""
     alphas = m["alphas"]
     small = int(np.argmin(alphas))
     obs_loss = analysis.observed_plateau_losses(result, m["tbar"][:, small], m["loss"][:, small],
@@ -109,7 +109,13 @@ def report(cfg: Config, m: dict, result) -> str:
         rows.append([k + 1, name, float(result.times[k])]
                     + [float(t) for t in m["activation_times"][:, i]]
                     + [float(result.plateau_loss[k]), float(obs_loss[k])])
-    return _common.format_table(headers, rows)
+    return "\n".join([
+        f"Algorithm 1: {len(result.times)} stages, {result.n_evals} gradient evaluations; "
+        f"L(0) = {result.loss0:.3f}",
+        f"Activation times t/log(1/alpha) (first |w_i| > {cfg.threshold}) and plateau losses:",
+        _common.format_table(headers, rows),
+        f"conservation law: max |c' - c(1 - eta^2 g^2)| / (u^2 + v^2) over all steps = "
+        f"{m['conservation_residual'].max():.1e}"])
 
 
 def plot(cfg: Config, m: dict, result, out, show: bool):
@@ -156,33 +162,11 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
     axes[0].set_title(f"α = {alphas[r]:.0e}: one entry switches on per stage "
                       f"(vertical lines: Algorithm 1)")
     paths.append(_common.save_figure(fig, out, "rank_growth_entries", show))
-    if show:
-        plt.show()
     return paths
 
 
 def main(argv=None) -> int:
-    cfg, out, show = _common.parse(Config, argv, prog=f"python -m minitheory.demos.{NAME}",
-                                   description=__doc__.split("\n\n")[0],
-                                   default_out=f"out/{NAME}")
-    t0 = time.perf_counter()
-    metrics, result, error = run(cfg, progress=_common.Progress("gradient descent"))
-    _common.save_results(out, cfg, metrics)
-    if error is not None:
-        print(f"error: {error}\nmetrics up to step {error.step - 1} saved in {out}",
-              file=sys.stderr)
-        return 1
-    print(f"Algorithm 1: {len(result.times)} stages, {result.n_evals} gradient evaluations; "
-          f"L(0) = {result.loss0:.3f}")
-    print("Activation times t/log(1/alpha) (first |w_i| > "
-          f"{cfg.threshold}) and plateau losses:")
-    print(report(cfg, metrics, result))
-    print(f"conservation law: max |c' - c(1 - eta^2 g^2)| / (u^2 + v^2) over all steps = "
-          f"{metrics['conservation_residual'].max():.1e}")
-    paths = plot(cfg, metrics, result, out, show)
-    print(f"saved {', '.join(p.name for p in paths)}, config.json, metrics.npz to {out} "
-          f"({time.perf_counter() - t0:.1f} s)")
-    return 0
+    return _common.demo_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

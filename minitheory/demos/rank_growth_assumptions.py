@@ -15,7 +15,6 @@ All runs (reference and perturbed) train together on one run axis.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -208,27 +207,11 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
     fig.suptitle(f"Assumption checks at α = {cfg.alpha:.0e}")
     fig.tight_layout()
     paths = [_common.save_figure(fig, out, NAME, show)]
-    if show:
-        plt.show()
     return paths
 
 
 def main(argv=None) -> int:
-    cfg, out, show = _common.parse(Config, argv, prog=f"python -m minitheory.demos.{NAME}",
-                                   description=__doc__.split("\n\n")[0],
-                                   default_out=f"out/{NAME}")
-    t0 = time.perf_counter()
-    metrics, result, error = run(cfg, progress=_common.Progress("gradient descent"))
-    _common.save_results(out, cfg, metrics)
-    if error is not None:
-        print(f"error: {error}\nmetrics up to step {error.step - 1} saved in {out}",
-              file=sys.stderr)
-        return 1
-    print(report(cfg, metrics, result))
-    paths = plot(cfg, metrics, result, out, show)
-    print(f"saved {', '.join(p.name for p in paths)}, config.json, metrics.npz to {out} "
-          f"({time.perf_counter() - t0:.1f} s)")
-    return 0
+    return _common.demo_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ M = W_K W_Q^T, and dN = N(t) - N(0), N = W_V W_O^T, for several init scales at o
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,7 +67,7 @@ def first_crossings(tbar, sv, threshold):
 
 
 def run(cfg: Config, progress=None):
-    """Train all init scales on one run axis; returns ``(metrics, error)``."""
+    """Train all init scales on one run axis; returns ``(metrics, None, error)``."""
     X, Y, M_star, N_star = data.full_toy(cfg.seed, cfg.n_seq, cfg.n_tokens, cfg.d)
     alphas = np.asarray(cfg.alphas, dtype=np.float64)
     params0 = data.init_full(np.random.default_rng(cfg.seed + 1), cfg.d, cfg.d, cfg.d, alphas)
@@ -90,10 +89,10 @@ def run(cfg: Config, progress=None):
         metrics["events_dN"] = first_crossings(tbar, hist["sv_dN"], cfg.rank_threshold)
     if error is not None:
         metrics["diverged_step"] = error.step
-    return metrics, error
+    return metrics, None, error
 
 
-def report(cfg: Config, m: dict) -> str:
+def report(cfg: Config, m: dict, _context=None) -> str:
     """Per alpha: the order in which singular directions appear, final spectra, stable ranks."""
     rows = []
     for r, al in enumerate(m["alphas"]):
@@ -113,7 +112,7 @@ def report(cfg: Config, m: dict) -> str:
          "final sigma(dN)", "srank dM / dN", "final loss"], rows)
 
 
-def plot(cfg: Config, m: dict, out, show: bool):
+def plot(cfg: Config, m: dict, _context, out, show: bool):
     """Figure R4: stable rank, singular values and numerical rank of dM and dN over time."""
     plt = _common.pyplot(show)
     alphas, tbar = m["alphas"], m["tbar"]
@@ -165,27 +164,11 @@ def plot(cfg: Config, m: dict, out, show: bool):
                  "directions are learned one at a time from small init")
     fig.tight_layout()
     paths = [_common.save_figure(fig, out, NAME, show)]
-    if show:
-        plt.show()
     return paths
 
 
 def main(argv=None) -> int:
-    cfg, out, show = _common.parse(Config, argv, prog=f"python -m minitheory.demos.{NAME}",
-                                   description=__doc__.split("\n\n")[0],
-                                   default_out=f"out/{NAME}")
-    t0 = time.perf_counter()
-    metrics, error = run(cfg, progress=_common.Progress("gradient descent"))
-    _common.save_results(out, cfg, metrics)
-    if error is not None:
-        print(f"error: {error}\nmetrics up to step {error.step - 1} saved in {out}",
-              file=sys.stderr)
-        return 1
-    print(report(cfg, metrics))
-    paths = plot(cfg, metrics, out, show)
-    print(f"saved {', '.join(p.name for p in paths)}, config.json, metrics.npz to {out} "
-          f"({time.perf_counter() - t0:.1f} s)")
-    return 0
+    return _common.demo_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
