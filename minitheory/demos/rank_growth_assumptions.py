@@ -25,6 +25,7 @@ from ..validation import DivergenceError, check_float, check_int
 from . import _common
 
 NAME = "rank_growth_assumptions"
+D = len(data.A_STAR)                                # the toy's teacher fixes the dimension
 RUNS = ("reference", "stability: active weights x (1 + s N)", "all weights + s N",
         "robustness: all weights + N(0, alpha^2)")
 
@@ -37,7 +38,6 @@ class Config:
                                                    "seed + 1, perturbations from seed + 2"})
     n_seq: int = field(default=256, metadata={"help": "number of sequences"})
     n_tokens: int = field(default=8, metadata={"help": "tokens per sequence"})
-    d: int = field(default=4, metadata={"help": "dimension (the teacher has d = 4 entries)"})
     alpha: float = field(default=1e-8, metadata={"help": "init scale, in (0, 1)"})
     eta: float = field(default=0.02, metadata={"help": "gradient-descent step"})
     tbar_max: float = field(default=2.6, metadata={"help": "train to t/log(1/alpha)"})
@@ -54,7 +54,6 @@ class Config:
         check_int("seed", self.seed, low=0)
         check_int("n_seq", self.n_seq, low=1)
         check_int("n_tokens", self.n_tokens, low=1)
-        check_int("d", self.d, low=4, high=4)
         check_float("alpha", self.alpha, low=0.0, high=1.0, low_open=True, high_open=True)
         check_float("eta", self.eta, low=0.0, low_open=True)
         check_float("tbar_max", self.tbar_max, low=0.0, low_open=True, high=100.0)
@@ -86,7 +85,7 @@ def train_with_events(params, X, Y, *, eta, n_steps, events, progress=None):
 
 def run(cfg: Config, progress=None):
     """Run the reference and the three perturbed runs; returns ``(metrics, result, error)``."""
-    X, Y = data.diagonal_toy(cfg.seed, cfg.n_seq, cfg.n_tokens, cfg.d)
+    X, Y = data.diagonal_toy(cfg.seed, cfg.n_seq, cfg.n_tokens, D)
     result = incremental.incremental_learning(X, Y)
     if cfg.plateau >= len(result.times):
         raise ValueError(f"plateau must be < the number of stages ({len(result.times)}), "
@@ -99,10 +98,10 @@ def run(cfg: Config, progress=None):
     step_rob = int(round(cfg.robustness_tbar * log_inv / cfg.eta))
     n_steps = int(training.steps_for([cfg.alpha], cfg.tbar_max, cfg.eta)[0])
 
-    one = data.init_diagonal(np.random.default_rng(cfg.seed + 1), cfg.d, [cfg.alpha])
+    one = data.init_diagonal(np.random.default_rng(cfg.seed + 1), D, [cfg.alpha])
     params0 = {k: np.repeat(v, len(RUNS), axis=0) for k, v in one.items()}
-    noise = {"active": rng.standard_normal((4, cfg.d)), "all": rng.standard_normal((4, cfg.d)),
-             "robust": rng.standard_normal((4, cfg.d))}
+    noise = {"active": rng.standard_normal((4, D)), "all": rng.standard_normal((4, D)),
+             "robust": rng.standard_normal((4, D))}
     info = {}
 
     def stability(p):
@@ -181,13 +180,13 @@ def report(cfg: Config, m: dict, result) -> str:
 def plot(cfg: Config, m: dict, result, out, show: bool):
     """Figure R3: entries around each perturbation (solid perturbed, dashed reference) and loss."""
     plt = _common.pyplot(show)
-    t, w, names = m["tbar"][:, 0], m["w"], [incremental.coordinate_name(i, cfg.d)
-                                              for i in range(2 * cfg.d)]
-    colors = plt.cm.tab10(np.arange(2 * cfg.d))
+    t, w, names = m["tbar"][:, 0], m["w"], [incremental.coordinate_name(i, D)
+                                              for i in range(2 * D)]
+    colors = plt.cm.tab10(np.arange(2 * D))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     for ax, r, t0, title in ((axes[0], 1, m["t_stability"], "(a) stability: active weights perturbed"),
                              (axes[1], 3, cfg.robustness_tbar, "(b) robustness: N(0, α²) noise")):
-        for i in range(2 * cfg.d):
+        for i in range(2 * D):
             if np.max(np.abs(w[:, 0, i])) < cfg.threshold:
                 continue
             ax.plot(t, w[:, 0, i], color=colors[i], ls="--", lw=1.2)

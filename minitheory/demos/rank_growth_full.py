@@ -61,18 +61,13 @@ class Config:
                              f"got {self.detail_alpha}")
 
 
-def first_crossings(tbar, sv, threshold):
-    """``tbar (K, R)``, ``sv (K, R, k)`` -> ``(R, k)``: first time sigma_k > threshold (inf: never)."""
-    return analysis.activation_times(tbar, sv, threshold)
-
-
 def run(cfg: Config, progress=None):
     """Train all init scales on one run axis; returns ``(metrics, None, error)``."""
     X, Y, M_star, N_star = data.full_toy(cfg.seed, cfg.n_seq, cfg.n_tokens, cfg.d)
     alphas = np.asarray(cfg.alphas, dtype=np.float64)
     params0 = data.init_full(np.random.default_rng(cfg.seed + 1), cfg.d, cfg.d, cfg.d, alphas)
-    n_steps = np.where(alphas < 1, training.steps_for(np.minimum(alphas, 0.5), cfg.tbar_max,
-                                                      cfg.eta), cfg.steps_alpha_one)
+    n_steps = np.where(alphas < 1, training.steps_for(alphas, cfg.tbar_max, cfg.eta),
+                       cfg.steps_alpha_one)
     error = None
     try:
         _, hist = training.train_full(params0, X, Y, eta=cfg.eta, n_steps=n_steps,
@@ -84,9 +79,9 @@ def run(cfg: Config, progress=None):
     metrics = {"alphas": alphas, "n_steps": n_steps, "tbar": tbar,
                "sv_M_star": singular_values(M_star), "sv_N_star": singular_values(N_star),
                **hist}
-    if len(hist["step"]):
-        metrics["events_dM"] = first_crossings(tbar, hist["sv_dM"], cfg.rank_threshold)
-        metrics["events_dN"] = first_crossings(tbar, hist["sv_dN"], cfg.rank_threshold)
+    if len(hist["step"]):      # first time sigma_k > threshold, per run and k (inf: never)
+        metrics["events_dM"] = analysis.activation_times(tbar, hist["sv_dM"], cfg.rank_threshold)
+        metrics["events_dN"] = analysis.activation_times(tbar, hist["sv_dN"], cfg.rank_threshold)
     if error is not None:
         metrics["diverged_step"] = error.step
     return metrics, None, error

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..validation import check_float, check_int
+from ..validation import check_array, check_float, check_int
 from .model import _loss_and_grads_ab, _check_XY
 
 
@@ -103,8 +103,9 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, eps: float = 1e-8,
     -------
     IncrementalResult
     """
-    d = np.shape(X)[-1] if np.ndim(X) == 3 else -1
-    X, Y = _check_XY(X, Y, d, d)
+    X = check_array("X", X, ndim=3)
+    X, Y = _check_XY(X, Y, X.shape[-1], X.shape[-1])
+    d = X.shape[-1]
     euler_step = check_float("euler_step", euler_step, low=0.0, high=0.5, low_open=True)
     eps = check_float("eps", eps, low=0.0, high=1e-2, low_open=True)
     max_stages = 2 * d if max_stages is None else check_int("max_stages", max_stages, low=1)

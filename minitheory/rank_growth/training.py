@@ -29,8 +29,11 @@ Progress = Callable[[int, int], None]
 
 
 def steps_for(alphas, tbar_max: float, eta: float) -> np.ndarray:
-    r"""Steps each run needs to reach rescaled time ``tbar_max``: :math:`\lceil \bar t_{max}\log(1/\alpha)/\eta \rceil`."""
-    return np.ceil(tbar_max * np.log(1.0 / np.asarray(alphas)) / eta).astype(int)
+    r"""Steps each run needs to reach rescaled time ``tbar_max``: :math:`\lceil \bar t_{max}\log(1/\alpha)/\eta \rceil`.
+
+    ``alphas`` in ``(0, 1]``; :math:`\alpha = 1` has no rescaled time and gets 0 steps.
+    """
+    return np.ceil(tbar_max * np.log(1.0 / np.asarray(alphas, dtype=np.float64)) / eta).astype(int)
 
 
 def gradient_descent(loss_and_grads, params: dict, X, Y, *, eta: float, n_steps, observe,
@@ -126,8 +129,9 @@ def conservation_residual(params, grads, new_params, lr) -> np.ndarray:
     :math:`g_i = \partial_i\tilde L` is recovered from the factor gradients as
     :math:`g_i = (u_i \nabla u_i + v_i \nabla v_i)/(u_i^2 + v_i^2)` (exact, since
     :math:`\nabla u = v g`, :math:`\nabla v = u g`). The violation is measured relative to
-    :math:`u_i^2 + v_i^2`, the scale of its rounding error (spec pitfall: :math:`c_i \sim \alpha^2`
-    lies far below the rounding of :math:`u_i^2` once a coordinate is active).
+    :math:`u_i^2 + v_i^2 + u_i'^2 + v_i'^2`, the scale of its rounding error: :math:`c_i \sim
+    \alpha^2` lies far below the rounding of :math:`u_i^2` once a coordinate is active (spec
+    pitfall), and a large step makes :math:`|1 - \eta^2 g_i^2| \gg 1`.
     ``lr`` ``(R,)`` is the step each run took. Returns ``(R,)``.
     """
     lr2 = (np.asarray(lr, dtype=np.float64) ** 2)[:, None]
@@ -138,7 +142,8 @@ def conservation_residual(params, grads, new_params, lr) -> np.ndarray:
         g = np.divide(v * grads[u_k] + u * grads[v_k], size, out=np.zeros_like(size),
                       where=size > 0)
         resid = np.abs((nu * nu - nv * nv) - (u * u - v * v) * (1 - lr2 * g * g))
-        rel = np.divide(resid, size, out=np.zeros_like(size), where=size > 0)
+        scale = size + nu * nu + nv * nv
+        rel = np.divide(resid, scale, out=np.zeros_like(scale), where=scale > 0)
         worst = np.maximum(worst, rel.max(axis=-1))
     return worst
 
