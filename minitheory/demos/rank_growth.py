@@ -114,7 +114,7 @@ def report(cfg: Config, m: dict, result) -> str:
         f"L(0) = {result.loss0:.3f}",
         f"Activation times t/log(1/alpha) (first |w_i| > {cfg.threshold}) and plateau losses:",
         _common.format_table(headers, rows),
-        f"conservation law: max |c' - c(1 - eta^2 g^2)| / (u^2 + v^2) over all steps = "
+        f"conservation law: max |c' - c(1 - eta^2 g^2)| / (u^2 + v^2 + u'^2 + v'^2), all steps = "
         f"{m['conservation_residual'].max():.1e}"])
 
 
