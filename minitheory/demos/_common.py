@@ -169,7 +169,7 @@ def demo_main(demo, argv) -> int:
                            description=demo.__doc__.split("\n\n")[0],
                            default_out=f"out/{demo.NAME}")
     t0 = time.perf_counter()
-    metrics, context, error = demo.run(cfg, progress=Progress("gradient descent"))
+    metrics, context, error = demo.run(cfg, progress=Progress("training"))
     save_results(out, cfg, metrics)
     if error is not None:
         print(f"error: {error}\nmetrics up to step {error.step - 1} saved in {out}",
