@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from minitheory.demos import rank_growth, rank_growth_assumptions, rank_growth_full
+from minitheory.demos import (lowrank_sparse, rank_growth, rank_growth_assumptions,
+                              rank_growth_full)
 from minitheory.demos._common import load_metrics
 
 TINY = {
@@ -15,8 +16,13 @@ TINY = {
                        "--log-every", "5"],
     rank_growth_assumptions: ["--n-seq", "32", "--n-tokens", "4", "--alpha", "1e-2",
                               "--tbar-max", "1.5", "--robustness-tbar", "0.3"],
+    lowrank_sparse: ["--steps", "6", "--n-train", "64", "--n-test", "32", "--m", "8",
+                     "--ranks", "1", "2", "--spectra-steps", "1", "6", "--prune-rates", "0",
+                     "0.5", "1", "--n-random", "2", "--seeds", "2"],
 }
 PNGS = {rank_growth: ["rank_growth_loss", "rank_growth_entries"],
+        lowrank_sparse: ["lowrank_sparse_rank", "lowrank_sparse_spectra",
+                         "lowrank_sparse_pruning", "lowrank_sparse_training"],
         rank_growth_full: ["rank_growth_full"],
         rank_growth_assumptions: ["rank_growth_assumptions"]}
 
@@ -40,11 +46,12 @@ def test_help_and_bad_arguments(demo, capsys):
     with pytest.raises(SystemExit) as info:
         demo.main(["--help"])
     assert info.value.code == 0 and "--out" in capsys.readouterr().out
+    rate = "--lr" if demo is lowrank_sparse else "--eta"
     with pytest.raises(SystemExit) as info:
-        demo.main(["--eta", "-0.1"])
-    assert info.value.code == 2 and "eta must be in" in capsys.readouterr().err
+        demo.main([rate, "-0.1"])
+    assert info.value.code == 2 and f"{rate[2:]} must be in" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
-        demo.main(["--n-seq", "many"])
+        demo.main(["--seed", "many"])
     assert info.value.code == 2
 
 
@@ -75,3 +82,21 @@ def test_same_seed_same_metrics(tmp_path):
     assert ma.keys() == mb.keys()
     for k in ma:
         np.testing.assert_array_equal(ma[k], mb[k])
+
+
+def test_lowrank_sparse_rejects_bad_settings(capsys):
+    for argv, match in ((["--M", "1"], "M must be in"), (["--M", "30"], "M must be in"),
+                        (["--n-rel", "15", "--n-conf", "6"], "n_rel + n_conf must be <= L"),
+                        (["--prune-rates", "0", "1.5"], "prune rate must be in"),
+                        (["--ranks", "21"], "rank must be in"),
+                        (["--sigma", "nan"], "sigma must be finite")):
+        with pytest.raises(SystemExit):
+            lowrank_sparse.main(argv)
+        assert match in capsys.readouterr().err
+
+
+def test_lowrank_sparse_divergence_keeps_metrics(tmp_path, capsys):
+    assert lowrank_sparse.main(TINY[lowrank_sparse] + ["--lr", "1e200", "--out", str(tmp_path)]) == 1
+    assert "diverged at step" in capsys.readouterr().err
+    m = load_metrics(tmp_path)
+    assert m["test_hinge"].shape[0] == int(m["diverged_step"])

@@ -1,0 +1,134 @@
+"""The one-layer transformer of the low-rank/sparse paper: gradients and invariants (spec (h))."""
+import numpy as np
+import pytest
+from hypothesis import assume, given, strategies as st
+
+from minitheory.gradcheck import check_gradients
+from minitheory.lowrank_sparse import analysis, model
+from strategies import scales, seeds, small
+
+
+def _params(rng, d, m_b, m_a, m, L, scale, R=None):
+    lead = () if R is None else (R,)
+    return {"W_Q": scale * rng.standard_normal(lead + (m_b, d)),
+            "W_K": scale * rng.standard_normal(lead + (m_b, d)),
+            "W_V": scale * rng.standard_normal(lead + (m_a, d)),
+            "W_O": scale * rng.standard_normal(lead + (m, m_a)),
+            "a": rng.choice([-1.0, 1.0], size=lead + (L, m))}
+
+
+@given(B=small, L=small, d=small, m_b=small, m_a=small, m=small,
+       R=st.sampled_from([None, 2]), seed=seeds, scale=scales)
+def test_gradients_match_finite_differences_away_from_kinks(B, L, d, m_b, m_a, m, R, seed, scale):
+    rng = np.random.default_rng(seed)
+    lead = () if R is None else (R,)
+    X = rng.standard_normal(lead + (B, L, d))
+    y = rng.choice([-1.0, 1.0], size=lead + (B,))
+    p = _params(rng, d, m_b, m_a, m, L, scale, R)
+    cot = rng.uniform(0.5, 1.5, size=R or 1)
+    # Keep the draw off the kinks (a few percent of draws have a pre-activation or margin this
+    # close); the pattern guard below still skips any perturbation that crosses one.
+    F, cache = model.forward(*(({k: v[None] for k, v in p.items()}, X[None]) if R is None
+                               else (p, X)))
+    assume(np.min(np.abs(cache[-1])) > 1e-3 and np.min(np.abs(1 - y * F)) > 1e-3)
+
+    def f(q):
+        loss, grads = model.loss_and_grads(q, X, y)
+        if R is None:
+            return loss, grads
+        return float(cot @ loss), {k: cot[:, None, None] * g for k, g in grads.items()}
+
+    report = check_gradients(f, p, rng=rng, full_max=30,
+                             pattern=lambda q: model.relu_pattern(q, X, y))
+    assert set(report.n_compared) == set(model.TRAINED)        # "a" is fixed: never checked
+    compared = sum(report.n_compared.values())
+    assert compared >= 0.8 * (compared + sum(report.n_skipped.values()))
+
+
+def test_fixed_a_gets_no_gradient():
+    rng = np.random.default_rng(0)
+    p = _params(rng, 3, 2, 2, 4, 5, 1.0)
+    _, grads = model.loss_and_grads(p, rng.standard_normal((6, 5, 3)), np.ones(6))
+    assert set(grads) == {"W_Q", "W_K", "W_V", "W_O"}
+
+
+def test_saturated_samples_contribute_exactly_zero():
+    rng = np.random.default_rng(1)
+    p = _params(rng, 3, 2, 2, 4, 5, 1.0)
+    X = rng.standard_normal((6, 5, 3))
+    y = np.sign(model.output(p, X))
+    p["W_O"] *= 10.0 / np.min(np.abs(model.output(p, X)))       # every margin yF >= 10
+    loss, grads = model.loss_and_grads(p, X, y)
+    assert loss == 0.0 and all(np.all(g == 0.0) for g in grads.values())
+
+
+@given(seed=seeds, scale=scales)
+def test_query_key_gauge_and_positive_homogeneity(seed, scale):
+    rng = np.random.default_rng(seed)
+    p = _params(rng, 4, 3, 3, 5, 6, scale)
+    X = rng.standard_normal((3, 6, 4))
+    F = model.output(p, X)
+    Rm = np.eye(3) + 0.3 * rng.standard_normal((3, 3))
+    q = dict(p, W_Q=Rm @ p["W_Q"], W_K=np.linalg.inv(Rm).T @ p["W_K"])
+    np.testing.assert_allclose(model.output(q, X), F, rtol=1e-9, atol=1e-12)
+    c = rng.uniform(0.1, 10.0)
+    tol = 1e-12 * c * np.abs(F).max()       # rounding scale of the sum; an entry can cancel
+    np.testing.assert_allclose(model.output(dict(p, W_O=c * p["W_O"]), X), c * F, atol=tol)
+    np.testing.assert_allclose(model.output(dict(p, W_V=c * p["W_V"]), X), c * F, atol=tol)
+
+
+def test_token_permutation_invariance_holds_only_with_shared_a():
+    rng = np.random.default_rng(2)
+    p = _params(rng, 4, 4, 4, 6, 5, 1.0)
+    X = rng.standard_normal((3, 5, 4))
+    perm = rng.permutation(5)
+    shared = dict(p, a=np.repeat(p["a"][:1], 5, axis=0))
+    np.testing.assert_allclose(model.output(shared, X[:, perm]), model.output(shared, X),
+                               rtol=1e-12)
+    assert not np.allclose(model.output(p, X[:, perm]), model.output(p, X), rtol=1e-6)
+
+
+def test_pruning_a_row_removes_exactly_its_contribution():
+    rng = np.random.default_rng(3)
+    p = _params(rng, 4, 4, 4, 6, 5, 1.0)
+    X = rng.standard_normal((3, 5, 4))
+    F, cache = model.forward({k: v[None] for k, v in p.items()}, X[None])
+    P = cache[-1][0]                                                   # (B, L, m)
+    for i in range(6):
+        W_O = p["W_O"].copy()
+        W_O[i] = 0.0
+        expected = F[0] - np.maximum(P[:, :, i], 0) @ p["a"][:, i] / 5
+        np.testing.assert_allclose(model.output(dict(p, W_O=W_O), X), expected, atol=1e-13)
+
+
+def test_attention_mass_in_unit_interval_and_uniform_when_W_Q_is_zero():
+    rng = np.random.default_rng(4)
+    p = {k: v[None] for k, v in _params(rng, 4, 4, 4, 6, 10, 1.0).items()}
+    X = rng.standard_normal((1, 7, 10, 4))
+    y = rng.choice([-1.0, 1.0], size=(1, 7))
+    rel = np.zeros((1, 7, 10), bool)
+    rel[..., :4] = True
+    att = analysis.evaluate(p, X, y, rel)[2]
+    assert 0 <= att[0] <= 1
+    p["W_Q"][:] = 0.0
+    assert analysis.evaluate(p, X, y, rel)[2][0] == pytest.approx(4 / 10, abs=1e-15)
+
+
+def test_bad_inputs_name_the_parameter():
+    rng = np.random.default_rng(5)
+    p = _params(rng, 4, 3, 3, 5, 6, 1.0)
+    X, y = rng.standard_normal((2, 6, 4)), np.array([1.0, -1.0])
+    with pytest.raises(ValueError, match=r"X must have shape \(B, L, 4\)"):
+        model.loss_and_grads(p, X[..., :3], y)
+    with pytest.raises(ValueError, match=r"params\['a'\] must have shape \(L, m\) = \(7, 5\)"):
+        model.loss_and_grads(p, rng.standard_normal((2, 7, 4)), y)
+    with pytest.raises(ValueError, match=r"y must have shape"):
+        model.loss_and_grads(p, X, np.ones(3))
+    with pytest.raises(ValueError, match="y must contain only -1 and \\+1"):
+        model.loss_and_grads(p, X, np.array([1.0, 0.0]))
+    with pytest.raises(ValueError, match=r"params\['W_K'\] must have shape"):
+        model.loss_and_grads(dict(p, W_K=np.ones((2, 4))), X, y)
+    with pytest.raises(ValueError, match=r"params\['W_O'\] must contain only finite"):
+        model.loss_and_grads(dict(p, W_O=np.full((5, 3), np.nan)), X, y)
+    with pytest.raises(ValueError, match="missing keys"):
+        model.loss_and_grads({"W_Q": p["W_Q"]}, X, y)
