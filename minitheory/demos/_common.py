@@ -155,6 +155,8 @@ def _fmt(c) -> str:
     if isinstance(c, (float, np.floating)):
         if not np.isfinite(c):
             return "never" if c > 0 else str(c)
+        if c == int(c) and abs(c) < 1e6:
+            return str(int(c))
         return f"{c:.3f}" if 1e-3 <= abs(c) < 1e4 else f"{c:.2e}" if c != 0 else "0"
     return str(c)
 

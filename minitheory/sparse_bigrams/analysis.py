@@ -1,0 +1,75 @@
+r"""How close the learned model is to the truth (Ren, Wang, Lee 2024, Sec. 4; spec (f)).
+
+Every function takes ``params`` with optional leading run axes and returns one value per run.
+
+- distances :math:`\|V - P\|_\mu` and :math:`\|A - Q^*\|_\mu`;
+- signals on the centred parts, with :math:`\Pi = I_T - \mathbf 1\mathbf 1^\top / T` (centres each
+  column of :math:`A` over positions):
+
+  .. math::
+      \alpha_V = \frac{\langle V, P\rangle_\Sigma}{\|P\|_\Sigma^2},\qquad
+      \alpha_A = \frac{\langle \Pi A, \Pi Q^*\rangle_\mu}{\|\Pi Q^*\|_\mu^2},
+
+  and the residuals :math:`\|\Delta_V\|_\Sigma`, :math:`\Delta_V = V - \alpha_V P`, and
+  :math:`\|\Delta_A\|_\mu`, :math:`\Delta_A = \Pi A - \alpha_A \Pi Q^*`. At the uninformative
+  initialization :math:`\alpha_V = \alpha_A = 0` exactly;
+- excess loss :math:`L - L_{irr}` from the closed form (no Monte Carlo);
+- support recovery: the fraction of columns whose top-:math:`Q` entries of :math:`|a_k|` are the
+  support of :math:`q^{(k)}`, and the fraction of off-support entries that are non-zero.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .data import Instance
+from .model import bayes_error, mu_norm2, population_loss, sigma_inner
+
+
+def distances(params: dict, inst: Instance):
+    r""":math:`(\|V - P\|_\mu, \|A - Q^*\|_\mu)`."""
+    return (np.sqrt(mu_norm2(params["V"] - inst.P, inst.mu)),
+            np.sqrt(mu_norm2(params["A"] - inst.Q_star, inst.mu)))
+
+
+def _centre(A):
+    """:math:`\\Pi A`: subtract each column's mean over positions."""
+    return A - A.mean(axis=-2, keepdims=True)
+
+
+def signals(params: dict, inst: Instance):
+    r""":math:`(\alpha_V, \alpha_A, \|\Delta_V\|_\Sigma, \|\Delta_A\|_\mu)`."""
+    V, A, mu, P = params["V"], params["A"], inst.mu, inst.P
+    alpha_V = sigma_inner(V, P, mu) / sigma_inner(P, P, mu)
+    cA, cQ = _centre(A), _centre(inst.Q_star)
+    alpha_A = np.einsum("...tk,tk,k->...", cA, cQ, mu) / mu_norm2(cQ, mu)
+    dV = V - np.asarray(alpha_V)[..., None, None] * P
+    dA = cA - np.asarray(alpha_A)[..., None, None] * cQ
+    return alpha_V, alpha_A, np.sqrt(np.maximum(sigma_inner(dV, dV, mu), 0.0)), np.sqrt(mu_norm2(dA, mu))
+
+
+def excess_loss(params: dict, inst: Instance):
+    r""":math:`L(V, A) - L_{irr}` from the closed form."""
+    return population_loss(params, inst) - bayes_error(inst)
+
+
+def support_recovery(A: np.ndarray, inst: Instance):
+    """``(fraction of columns with the right top-Q support, fraction of off-support entries
+    that are non-zero)``; ``Q`` is read off ``Q_star``'s first column."""
+    Q = int(np.count_nonzero(inst.Q_star[:, 0]))
+    truth = inst.Q_star > 0                                           # (T, N)
+    top = np.argsort(-np.abs(A), axis=-2, kind="stable")[..., :Q, :]   # (..., Q, T->N)
+    found = np.zeros(A.shape, dtype=bool)
+    np.put_along_axis(found, top, True, axis=-2)
+    right = np.all(found == truth, axis=-2).mean(-1)
+    off = (~truth).sum()
+    return right, np.sum((A != 0) & ~truth, axis=(-2, -1)) / off
+
+
+def metrics(params: dict, inst: Instance) -> dict:
+    """All scalar diagnostics at once (one value per run)."""
+    dV, dA = distances(params, inst)
+    aV, aA, rV, rA = signals(params, inst)
+    sup, offz = support_recovery(params["A"], inst)
+    return {"dist_V": dV, "dist_A": dA, "alpha_V": aV, "alpha_A": aA, "resid_V": rV,
+            "resid_A": rA, "excess_loss": excess_loss(params, inst), "support": sup,
+            "off_support_nonzero": offz}
