@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minitheory.demos import (lowrank_sparse, rank_growth, rank_growth_assumptions,
-                              rank_growth_full)
+                              rank_growth_full, sparse_bigrams)
 from minitheory.demos._common import load_metrics
 
 TINY = {
@@ -19,8 +19,12 @@ TINY = {
     lowrank_sparse: ["--steps", "6", "--n-train", "64", "--n-test", "32", "--m", "8",
                      "--ranks", "1", "2", "--spectra-steps", "1", "6", "--prune-rates", "0",
                      "0.5", "1", "--n-random", "2", "--seeds", "2"],
+    sparse_bigrams: ["--N", "4", "--T", "6", "--steps", "60", "--tau", "20", "--log-every", "5",
+                     "--seeds", "2", "--batch", "16"],
 }
-PNGS = {rank_growth: ["rank_growth_loss", "rank_growth_entries"],
+PNGS = {sparse_bigrams: ["sparse_bigrams_distances", "sparse_bigrams_signals",
+                         "sparse_bigrams_normalization", "sparse_bigrams_attention"],
+        rank_growth: ["rank_growth_loss", "rank_growth_entries"],
         lowrank_sparse: ["lowrank_sparse_rank", "lowrank_sparse_spectra",
                          "lowrank_sparse_pruning", "lowrank_sparse_training"],
         rank_growth_full: ["rank_growth_full"],
@@ -46,7 +50,7 @@ def test_help_and_bad_arguments(demo, capsys):
     with pytest.raises(SystemExit) as info:
         demo.main(["--help"])
     assert info.value.code == 0 and "--out" in capsys.readouterr().out
-    rate = "--lr" if demo is lowrank_sparse else "--eta"
+    rate = {lowrank_sparse: "--lr", sparse_bigrams: "--eta1"}.get(demo, "--eta")
     with pytest.raises(SystemExit) as info:
         demo.main([rate, "-0.1"])
     assert info.value.code == 2 and f"{rate[2:]} must be in" in capsys.readouterr().err
@@ -100,3 +104,20 @@ def test_lowrank_sparse_divergence_keeps_metrics(tmp_path, capsys):
     assert "diverged at step" in capsys.readouterr().err
     m = load_metrics(tmp_path)
     assert m["test_hinge"].shape[0] == int(m["diverged_step"])
+
+
+def test_sparse_bigrams_rejects_bad_settings(capsys):
+    for argv, match in ((["--Q", "60"], "Q must be in"), (["--N", "1"], "N must be in"),
+                        (["--normalize", "rows"], "normalize must be one of"),
+                        (["--sgd-etas", "-1"], "sgd eta must be in"),
+                        (["--lam", "nan"], "lam must be finite")):
+        with pytest.raises(SystemExit):
+            sparse_bigrams.main(argv)
+        assert match in capsys.readouterr().err
+
+
+def test_sparse_bigrams_divergence_keeps_metrics(tmp_path, capsys):
+    argv = TINY[sparse_bigrams] + ["--eta1", "50", "--no-ablation", "--out", str(tmp_path)]
+    assert sparse_bigrams.main(argv) == 1
+    assert "diverged at step" in capsys.readouterr().err
+    assert "proposed/dist_A" in load_metrics(tmp_path)
