@@ -76,3 +76,19 @@ def test_bad_instances_name_the_parameter():
         data.check_instance(np.full((2, 2), np.nan), mu, Q)
     with pytest.raises(ValueError, match="P must be square with N >= 2"):
         data.check_instance(np.ones((1, 1)), np.ones(1), np.ones((1, 1)))
+
+
+def test_transitions_follow_P():
+    # All attention on position 0: s = 0 always, so x_o | x_0 ~ P[:, x_0] for a random P.
+    rng = np.random.default_rng(3)
+    N, T = 4, 3
+    P = data.random_transition(rng, N)
+    Q_star = np.zeros((T, N))
+    Q_star[0] = 1.0
+    inst = data.check_instance(P, data.stationary(P), Q_star)
+    xs, k, xo = data.sample(rng, inst, 200_000)
+    counts = np.zeros((N, N))
+    np.add.at(counts, (xo, xs[:, 0]), 1.0)
+    total = counts.sum(0)
+    se = np.sqrt(P * (1 - P) / total)
+    assert np.all(np.abs(counts / total - P) < 5 * se + 1e-12)
