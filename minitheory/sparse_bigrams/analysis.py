@@ -65,6 +65,12 @@ def support_recovery(A: np.ndarray, inst: Instance):
     return right, np.sum((A != 0) & ~truth, axis=(-2, -1)) / off
 
 
+def support_mass(A: np.ndarray, inst: Instance):
+    r"""Attention mass on the true support, :math:`\sum_k \mu_k \sum_{t \in \mathrm{supp}\, q_k} A_{t,k}`
+    (for the softmax model each column sums to 1, so this is the share on the right positions)."""
+    return np.einsum("...tk,tk,k->...", A, (inst.Q_star > 0).astype(np.float64), inst.mu)
+
+
 def metrics(params: dict, inst: Instance) -> dict:
     """All scalar diagnostics at once (one value per run)."""
     dV, dA = distances(params, inst)
@@ -72,4 +78,5 @@ def metrics(params: dict, inst: Instance) -> dict:
     sup, offz = support_recovery(params["A"], inst)
     return {"dist_V": dV, "dist_A": dA, "alpha_V": aV, "alpha_A": aA, "resid_V": rV,
             "resid_A": rA, "excess_loss": excess_loss(params, inst), "support": sup,
+            "support_mass": support_mass(params["A"], inst),
             "off_support_nonzero": offz}

@@ -100,6 +100,36 @@ def make_instance(rng: np.random.Generator, N: int, T: int, Q: int) -> Instance:
     return check_instance(P, stationary(P), random_attention(rng, N, T, Q))
 
 
+def transition_with_stationary(rng: np.random.Generator, mu: np.ndarray, *,
+                               tol: float = 1e-14, max_iter: int = 10_000) -> np.ndarray:
+    r"""A random column-stochastic ``P`` with a *given* stationary distribution ``mu``.
+
+    Sinkhorn-scales :math:`U^3` to a flow :math:`F \ge 0` with row and column sums :math:`\mu`,
+    then :math:`P = F\,\mathrm{diag}(\mu)^{-1}`: columns sum to 1 and :math:`P\mu = F\mathbf 1 = \mu`.
+    """
+    F = rng.random((len(mu), len(mu))) ** 3
+    for _ in range(max_iter):
+        F *= (mu / F.sum(1))[:, None]
+        F *= mu / F.sum(0)
+        if np.max(np.abs(F.sum(1) - mu)) < tol:
+            break
+    return F / mu
+
+
+def related_instance(rng: np.random.Generator, inst: Instance, share: str) -> Instance:
+    """A task correlated with ``inst`` (same N, T, mu) for transfer learning (spec E3).
+
+    ``share="Q"``: the same attention ``Q_star`` and a new transition with the same ``mu``;
+    ``share="P"``: the same ``P`` and new attention with the same sparsity ``Q``.
+    """
+    if share == "Q":
+        return check_instance(transition_with_stationary(rng, inst.mu), inst.mu, inst.Q_star)
+    if share == "P":
+        Q = int(np.count_nonzero(inst.Q_star[:, 0]))
+        return check_instance(inst.P, inst.mu, random_attention(rng, inst.N, inst.T, Q))
+    raise ValueError(f"share must be 'Q' or 'P', got {share!r}")
+
+
 def sample(rng: np.random.Generator, inst: Instance, B: int):
     """Draw ``B`` samples ``(xs (B, T), k (B,), xo (B,))`` (int arrays), all vectorized.
 

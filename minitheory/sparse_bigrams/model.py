@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..primitives import softmax, softmax_vjp
 from ..validation import check_array
 from .data import Instance
 
@@ -91,6 +92,35 @@ def loss_and_grads(params: dict, xs, k, xo):
     """
     runs, xs, k, xo, squeeze = check_inputs(params, xs, k, xo)
     loss, grads = _loss_and_grads(runs, xs, k, xo)
+    if squeeze:
+        return float(loss[0]), {kk: v[0] for kk, v in grads.items()}
+    return loss, grads
+
+
+def _softmax_loss_and_grads(params, xs, k, xo):
+    """Unchecked :func:`softmax_loss_and_grads` on the run axis."""
+    S = softmax(params["W"], axis=-2)                                      # (R, T, N)
+    loss, g = _loss_and_grads({"V": params["V"], "A": S}, xs, k, xo)
+    return loss, {"V": g["V"], "W": softmax_vjp(S, g["A"], axis=-2)}
+
+
+def softmax_loss_and_grads(params: dict, xs, k, xo):
+    r"""The softmax-attention model :math:`f = V X\,\mathrm{softmax}(W e_k)` (spec E4).
+
+    It is the linear model at :math:`A = \mathrm{softmax}(W)` (softmax over positions, per
+    column), so its gradients are the linear ones pulled back through the softmax:
+
+    .. math::
+        \nabla_V = -\tfrac1B\sum_b r_b (X_b s_{k_b})^\top,\qquad
+        \nabla_{w_k} = s_k \odot (g_k - (s_k^\top g_k)\mathbf 1),\quad g_k = (\nabla_A)_{:,k}.
+
+    ``params``: ``"V"`` ``(N, N)``, ``"W"`` ``(T, N)`` (optional run axis); batches as in
+    :func:`loss_and_grads`. Returns ``(loss, {"V", "W"})``.
+    """
+    if not isinstance(params, dict) or "W" not in params:
+        raise ValueError("params must be a dict with keys ['V', 'W']")
+    runs, xs, k, xo, squeeze = check_inputs({"V": params["V"], "A": params["W"]}, xs, k, xo)
+    loss, grads = _softmax_loss_and_grads({"V": runs["V"], "W": runs["A"]}, xs, k, xo)
     if squeeze:
         return float(loss[0]), {kk: v[0] for kk, v in grads.items()}
     return loss, grads

@@ -19,6 +19,10 @@ same for every entry). Normalization (``balance``, the default) moves along the 
 **SGD baseline** (E2): the same model, loss, initialization and batches; plain
 :math:`V \leftarrow V - \eta g_V`, :math:`A \leftarrow A - \eta g_A`.
 
+**Softmax attention** (E4): :math:`f = V X\,\mathrm{softmax}(W e_k)` from :math:`W = 0`,
+:math:`V = \mu\mathbf 1^\top` by plain SGD with separate steps for ``V`` and ``W`` (under uniform
+attention the ``W`` gradient is ~1/T of the linear ``A`` gradient, hence ``eta_W = 100``).
+
 Several seeds train at once on a run axis; seed ``s`` (an int or a ``SeedSequence``) draws its
 batches from ``default_rng(s)``, so two methods run with the same seeds see the same samples.
 """
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..primitives import softmax
 from ..validation import DivergenceError, check_float, check_int
 from . import analysis, data, model
 
@@ -37,7 +42,8 @@ NORMALIZE = ("balance", "v_cols", "a_cols", "none")
 @dataclass(frozen=True)
 class Method:
     """A training method. ``kind="two_stage"`` (E1) uses ``tau, eta1, eta2, eta2_A, lam,
-    normalize``; ``kind="sgd"`` (E2) uses ``eta`` only. Defaults: the spec, section (e)."""
+    normalize``; ``kind="sgd"`` (E2) uses ``eta``; ``kind="softmax"`` (E4) uses ``eta`` for V and
+    ``eta_W`` for W. Defaults: the spec, section (e)."""
 
     kind: str = "two_stage"
     tau: int = 400
@@ -47,14 +53,15 @@ class Method:
     lam: float = 0.01
     normalize: str = "balance"
     eta: float = 0.5
+    eta_W: float = 100.0
 
     def __post_init__(self):
-        if self.kind not in ("two_stage", "sgd"):
-            raise ValueError(f"kind must be 'two_stage' or 'sgd', got {self.kind!r}")
+        if self.kind not in ("two_stage", "sgd", "softmax"):
+            raise ValueError(f"kind must be 'two_stage', 'sgd' or 'softmax', got {self.kind!r}")
         if self.normalize not in NORMALIZE:
             raise ValueError(f"normalize must be one of {NORMALIZE}, got {self.normalize!r}")
         check_int("tau", self.tau, low=0)
-        for name in ("eta1", "eta2", "eta2_A", "eta"):
+        for name in ("eta1", "eta2", "eta2_A", "eta", "eta_W"):
             check_float(name, getattr(self, name), low=0.0, low_open=True)
         check_float("lam", self.lam, low=0.0)
 
@@ -62,6 +69,8 @@ class Method:
     def label(self) -> str:
         if self.kind == "sgd":
             return f"SGD eta={self.eta:g}"
+        if self.kind == "softmax":
+            return f"softmax SGD eta_V={self.eta:g}, eta_W={self.eta_W:g}"
         return f"two-stage ({self.normalize})"
 
 
@@ -101,6 +110,13 @@ def uninformative_init(inst: data.Instance, R: int) -> dict:
             "A": np.full((R, inst.T, inst.N), 1.0 / inst.T)}
 
 
+def attention(params: dict) -> dict:
+    """``{"V", "A"}`` of a parameter dict: ``A`` itself, or ``softmax(W)`` for the softmax model."""
+    if "W" in params:
+        return {"V": params["V"], "A": softmax(params["W"], axis=-2)}
+    return params
+
+
 def train(inst: data.Instance, method: Method, seeds, *, steps: int, batch: int = 64,
           init: dict | None = None, log_every: int = 10, progress=None):
     """Train one run per seed on one run axis.
@@ -124,7 +140,11 @@ def train(inst: data.Instance, method: Method, seeds, *, steps: int, batch: int 
     R, mu = len(rngs), inst.mu
     if R == 0:
         raise ValueError("seeds must hold at least one seed")
-    if init is None:
+    if method.kind == "softmax":
+        if init is not None:
+            raise ValueError("the softmax model starts from W = 0; init is for the linear model")
+        params = {"V": uninformative_init(inst, R)["V"], "W": np.zeros((R, inst.T, inst.N))}
+    elif init is None:
         params = uninformative_init(inst, R)
     else:
         V0 = np.asarray(init["V"], np.float64)
@@ -139,7 +159,7 @@ def train(inst: data.Instance, method: Method, seeds, *, steps: int, batch: int 
     def log(it):
         hist["step"].append(it)
         hist["samples"].append(it * batch)
-        for key, v in analysis.metrics(params, inst).items():
+        for key, v in analysis.metrics(attention(params), inst).items():
             hist.setdefault(key, []).append(v)
 
     log(0)
@@ -147,29 +167,37 @@ def train(inst: data.Instance, method: Method, seeds, *, steps: int, batch: int 
         for it in range(steps):
             batches = [data.sample(g, inst, batch) for g in rngs]
             xs, k, xo = (np.stack([b[i] for b in batches]) for i in range(3))
-            loss, g = model._loss_and_grads(params, xs, k, xo)
-            V, A = params["V"], params["A"]
-            if method.kind == "sgd":
-                V, A = V - method.eta * g["V"], A - method.eta * g["A"]
-            elif it < method.tau:                                   # stage 1
-                V, A = V - method.eta1 * g["V"] / mu, A - method.eta1 * g["A"] / mu
-            else:                                                   # stage 2: proximal
-                V = V - method.eta2 * g["V"] / mu
-                A = soft_threshold(A - method.eta2_A * g["A"] / mu, method.eta2_A * method.lam)
-                V, A = normalize(V, A, mu, method.normalize)
-            lr = method.eta if method.kind == "sgd" else (method.eta1 if it < method.tau
-                                                          else method.eta2)
-            if not (np.all(np.isfinite(loss)) and np.all(np.isfinite(V)) and np.all(np.isfinite(A))):
+            loss, new, lr = _step(params, xs, k, xo, it, method, mu)
+            if not all(np.all(np.isfinite(v)) for v in (loss, *new.values())):
                 error = DivergenceError(
                     f"{method.label} diverged at step {it} with learning rate {lr:g}: non-finite "
                     f"loss or weights; reduce the learning rate", step=it, lr=lr)
                 break
-            params = {"V": V, "A": A}
+            params = new
             if (it + 1) % log_every == 0 or it + 1 == steps:
                 log(it + 1)
             if progress is not None:
                 progress(it + 1, steps)
     return params, {key: np.asarray(v) for key, v in hist.items()}, error
+
+
+def _step(params, xs, k, xo, it, method: Method, mu):
+    """One update of ``method`` on a batch; returns ``(loss, new params, learning rate used)``."""
+    if method.kind == "softmax":
+        loss, g = model._softmax_loss_and_grads(params, xs, k, xo)
+        return loss, {"V": params["V"] - method.eta * g["V"],
+                      "W": params["W"] - method.eta_W * g["W"]}, method.eta
+    loss, g = model._loss_and_grads(params, xs, k, xo)
+    V, A = params["V"], params["A"]
+    if method.kind == "sgd":
+        return loss, {"V": V - method.eta * g["V"], "A": A - method.eta * g["A"]}, method.eta
+    if it < method.tau:                                                # stage 1
+        return loss, {"V": V - method.eta1 * g["V"] / mu,
+                      "A": A - method.eta1 * g["A"] / mu}, method.eta1
+    V = V - method.eta2 * g["V"] / mu                                  # stage 2: proximal
+    A = soft_threshold(A - method.eta2_A * g["A"] / mu, method.eta2_A * method.lam)
+    V, A = normalize(V, A, mu, method.normalize)
+    return loss, {"V": V, "A": A}, method.eta2
 
 
 def first_reach(history: dict, key: str = "dist_A", level: float = 0.1):
