@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from minitheory.demos import (lowrank_sparse, rank_growth, rank_growth_assumptions,
-                              rank_growth_full, sparse_bigrams)
+from minitheory.demos import (bigram_scale, bigram_transfer, lowrank_sparse, rank_growth,
+                              rank_growth_assumptions, rank_growth_full, softmax_vs_linear,
+                              sparse_bigrams)
 from minitheory.demos._common import load_metrics
 
 TINY = {
@@ -21,8 +22,14 @@ TINY = {
                      "0.5", "1", "--n-random", "2", "--seeds", "2"],
     sparse_bigrams: ["--N", "4", "--T", "6", "--steps", "60", "--tau", "20", "--log-every", "5",
                      "--seeds", "2", "--batch", "16"],
+    bigram_transfer: ["--N", "4", "--T", "6", "--batch", "16", "--pretrain-steps", "40",
+                      "--steps", "40", "--tau", "10", "--log-every", "5"],
+    softmax_vs_linear: ["--N", "4", "--T", "6", "--steps", "40", "--log-every", "5"],
+    bigram_scale: ["--quick", "--steps", "20", "--tau", "5", "--comparisons"],
 }
-PNGS = {sparse_bigrams: ["sparse_bigrams_distances", "sparse_bigrams_signals",
+PNGS = {bigram_transfer: ["bigram_transfer"], softmax_vs_linear: ["softmax_vs_linear"],
+        bigram_scale: ["bigram_scale"],
+        sparse_bigrams: ["sparse_bigrams_distances", "sparse_bigrams_signals",
                          "sparse_bigrams_normalization", "sparse_bigrams_attention"],
         rank_growth: ["rank_growth_loss", "rank_growth_entries"],
         lowrank_sparse: ["lowrank_sparse_rank", "lowrank_sparse_spectra",
@@ -50,10 +57,12 @@ def test_help_and_bad_arguments(demo, capsys):
     with pytest.raises(SystemExit) as info:
         demo.main(["--help"])
     assert info.value.code == 0 and "--out" in capsys.readouterr().out
-    rate = {lowrank_sparse: "--lr", sparse_bigrams: "--eta1"}.get(demo, "--eta")
+    flag, name = {lowrank_sparse: ("--lr", "lr"), sparse_bigrams: ("--eta1", "eta1"),
+                  bigram_transfer: ("--batch", "batch"), softmax_vs_linear: ("--lr-W", "lr_W"),
+                  bigram_scale: ("--T", "T")}.get(demo, ("--eta", "eta"))
     with pytest.raises(SystemExit) as info:
-        demo.main([rate, "-0.1"])
-    assert info.value.code == 2 and f"{rate[2:]} must be in" in capsys.readouterr().err
+        demo.main([flag, "-1"])
+    assert info.value.code == 2 and f"{name} must be in" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         demo.main(["--seed", "many"])
     assert info.value.code == 2

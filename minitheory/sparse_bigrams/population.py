@@ -1,0 +1,301 @@
+r"""Large-T population dynamics with Gaussian gradient noise (Ren, Wang, Lee 2024, Sec. 7; spec E5).
+
+At :math:`T = 10^5` sampling sequences is out of reach, so the dynamics run on the closed-form
+preconditioned population gradients (:func:`preconditioned_grads_into`, cost O(N² + TN)) plus
+Gaussian noise of the variance a batch of size ``B`` would have:
+
+.. code-block:: text
+
+    G_V, G_A = preconditioned population gradients at (V, A)
+    G_V += sigma_V / sqrt(B) * Xi_V;   G_A += sigma_A / sqrt(B) * Xi_A    # none if B = inf
+    G_A -= G_A.mean(axis=0)                          # centre: drop the stiff column-sum direction
+    V -= min(eta_V, 1 / ||A||_mu^2) * G_V
+    stage 1 (it < tau):  A -= eta_A * G_A
+    stage 2:             A = SoftThr(A - eta_A * G_A, eta_A * lam);  balance   (|c| >= 0.1 guard)
+
+with ``B = B1`` in stage 1 and ``B2`` in stage 2. :math:`\sigma_V = 0.7` and
+:math:`\sigma_A = 1.1/\sqrt N` are the per-entry standard deviations of one preconditioned sample
+gradient at the truth, measured with the sampler at T = 50 (they do not depend on T).
+
+Memory: each T x N float64 array is 400 MB at N = 500, T = 1e5. A run keeps ``A``, one gradient
+buffer and one noise buffer (which doubles as the temporary of the soft threshold); ``Q*`` is
+stored sparsely (:class:`SparseAttention`). Every T x N operation is written in place.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..validation import DivergenceError, check_float, check_int
+from . import data
+from .model import sigma_inner
+
+SIGMA_V = 0.7
+SIGMA_A_TIMES_SQRT_N = 1.1
+
+
+@dataclass(frozen=True)
+class SparseAttention:
+    """``Q*`` with ``Q`` non-zeros per column: positions ``pos`` ``(Q, N)``, weights ``w``."""
+
+    pos: np.ndarray
+    w: np.ndarray
+    T: int
+
+    def dense(self) -> np.ndarray:
+        """The ``(T, N)`` matrix (small T only)."""
+        Q = np.zeros((self.T, self.pos.shape[1]))
+        Q[self.pos, np.arange(self.pos.shape[1])] = self.w
+        return Q
+
+
+@dataclass(frozen=True)
+class LargeInstance:
+    """An SCB task with sparse ``Q*``: ``P`` ``(N, N)``, ``mu`` ``(N,)``, ``q``."""
+
+    P: np.ndarray
+    mu: np.ndarray
+    q: SparseAttention
+
+    @property
+    def N(self) -> int:
+        return self.P.shape[0]
+
+    @property
+    def T(self) -> int:
+        return self.q.T
+
+
+def make_large_instance(rng: np.random.Generator, N: int, T: int, Q: int) -> LargeInstance:
+    """The instance law of :func:`data.make_instance` with ``Q*`` stored sparsely."""
+    N = check_int("N", N, low=2)
+    T = check_int("T", T, low=1)
+    Q = check_int("Q", Q, low=1, high=T)
+    P = data.random_transition(rng, N)
+    pos = np.stack([rng.choice(T, size=Q, replace=False) for _ in range(N)], axis=1)
+    w = 0.5 + rng.random((Q, N))
+    return LargeInstance(P, data.stationary(P), SparseAttention(pos, w / w.sum(0), T))
+
+
+def with_attention(inst: LargeInstance, rng: np.random.Generator) -> LargeInstance:
+    """The same task with a new transition of the same ``mu`` (for transfer from ``(P', Q*)``)."""
+    return LargeInstance(data.transition_with_stationary(rng, inst.mu), inst.mu, inst.q)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One large-T run. ``kind``: ``"two_stage"`` (E5) or ``"sgd"`` (comparison (ii): the noisy
+    gradients times ``D`` column-wise, centred, one step ``eta_sgd``). ``B1``/``B2`` are the
+    emulated batch sizes of the two stages (``inf``: noiseless); ``lam = 0`` with
+    ``balance=False`` is comparison (i)."""
+
+    kind: str = "two_stage"
+    eta_V: float = 1.0
+    eta_A: float = 10.0
+    B1: float = 1e8
+    B2: float = 1e6
+    lam: float = 4.4e-4
+    tau: int = 60
+    balance: bool = True
+    eta_sgd: float = 100.0
+
+    def __post_init__(self):
+        if self.kind not in ("two_stage", "sgd"):
+            raise ValueError(f"kind must be 'two_stage' or 'sgd', got {self.kind!r}")
+        for name in ("eta_V", "eta_A", "eta_sgd"):
+            check_float(name, getattr(self, name), low=0.0, low_open=True)
+        for name in ("B1", "B2"):
+            b = getattr(self, name)
+            if not (b == np.inf or (isinstance(b, (int, float)) and 1 <= b < np.inf)):
+                raise ValueError(f"{name} must be >= 1 or inf, got {b}")
+        check_float("lam", self.lam, low=0.0)
+        check_int("tau", self.tau, low=0)
+
+
+def defaults_for(N: int) -> dict:
+    """Spec E5 defaults: the tables for N = 100 and 500, and the design rules elsewhere
+    (``eta_A = 0.1 N``; ``lam = 4 sigma_A / sqrt(B2)`` keeps off-support entries at exactly 0)."""
+    B1, B2, steps = (1e8, 1e6, 200) if N <= 100 else (1e9, 4e6, 100)
+    return {"eta_A": 0.1 * N, "B1": B1, "B2": B2, "steps": steps,
+            "lam": 4 * SIGMA_A_TIMES_SQRT_N / np.sqrt(N) / np.sqrt(B2)}
+
+
+# --------------------------------------------------------------------------------------------
+# Closed-form preconditioned gradients, in place
+# --------------------------------------------------------------------------------------------
+def column_stats(A: np.ndarray, q: SparseAttention):
+    r"""Per column: :math:`\|a_k\|^2`, :math:`c_k = \mathbf 1^\top a_k`, :math:`a_k^\top q_k`: two
+    passes over ``A`` and a gather of ``Q`` entries per column."""
+    cols = np.arange(A.shape[1])
+    return np.einsum("tk,tk->k", A, A), A.sum(0), np.einsum("jk,jk->k", A[q.pos, cols], q.w)
+
+
+def preconditioned_grads_into(G_A: np.ndarray, V: np.ndarray, A: np.ndarray, stats,
+                              inst: LargeInstance) -> np.ndarray:
+    r"""Write :math:`G_A` into ``G_A`` and return :math:`G_V` (spec (d), preconditioned form):
+
+    .. math::
+        G_V = -\langle A,Q^*\rangle_\mu (P - \mu\mathbf 1^\top) - \bar c\,\mu\mathbf 1^\top
+              + \|A\|_\mu^2 (V - V\mu\mathbf 1^\top) + \overline{c^2}\, V\mu\mathbf 1^\top,\\
+        G_A[:, k] = -\langle V,P\rangle_\Sigma q_k + \|V\|_\Sigma^2 a_k
+                    - ((V\mu)^\top\mu - \|V\mu\|^2 c_k)\mathbf 1 .
+
+    Two passes over the T x N arrays; ``Q*`` enters through its ``Q N`` non-zeros only.
+    """
+    aa, c, aq = stats
+    mu, P = inst.mu, inst.P
+    Vmu = V @ mu
+    if G_A is not None:                                     # (None: only G_V is wanted)
+        np.multiply(A, sigma_inner(V, V, mu), out=G_A)
+        G_A -= (Vmu @ mu) - (Vmu @ Vmu) * c                 # a row: broadcast over positions
+        G_A[inst.q.pos, np.arange(inst.N)] -= sigma_inner(V, P, mu) * inst.q.w
+    ones = np.ones(inst.N)
+    return (-(mu @ aq) * (P - np.outer(mu, ones)) - (mu @ c) * np.outer(mu, ones)
+            + (mu @ aa) * (V - np.outer(Vmu, ones)) + (mu @ c**2) * np.outer(Vmu, ones))
+
+
+def soft_threshold_(A: np.ndarray, theta: float, tmp: np.ndarray) -> None:
+    r"""In place :math:`A \leftarrow \mathrm{SoftThr}_\theta(A)` in two passes, through the Moreau
+    identity :math:`\mathrm{SoftThr}_\theta(x) = x - \mathrm{clip}(x, -\theta, \theta)` (exact in
+    floating point: :math:`x - x = 0` inside, :math:`x \mp \theta` outside). ``tmp`` is scratch."""
+    np.clip(A, -theta, theta, out=tmp)
+    A -= tmp
+
+
+def metrics(V, A, stats, inst: LargeInstance) -> dict:
+    """Distances, signals and residuals from the column statistics (no extra pass over ``A``)."""
+    aa, c, aq = stats
+    mu, P, T = inst.mu, inst.P, inst.T
+    qq = np.sum(inst.q.w**2, axis=0)
+    pp = sigma_inner(P, P, mu)
+    alpha_V = sigma_inner(V, P, mu) / pp
+    cq, qq_c, aa_c = aq - c / T, qq - 1.0 / T, aa - c**2 / T        # centred: Pi A, Pi Q*
+    alpha_A = (mu @ cq) / (mu @ qq_c)
+    dV = V - alpha_V * P
+    D = V - P
+    return {"dist_V": np.sqrt(np.einsum("ij,ij,j->", D, D, mu)),
+            "dist_A": np.sqrt(max(mu @ (aa - 2 * aq + qq), 0.0)),
+            "alpha_V": alpha_V, "alpha_A": alpha_A,
+            "resid_V": np.sqrt(max(sigma_inner(dV, dV, mu), 0.0)),
+            "resid_A": np.sqrt(max(mu @ (aa_c - 2 * alpha_A * cq + alpha_A**2 * qq_c), 0.0))}
+
+
+# --------------------------------------------------------------------------------------------
+# The simulation
+# --------------------------------------------------------------------------------------------
+def _step(s: Schedule, V, A, it, stats, inst: LargeInstance, G, Xi, Xi_mean, Xi_V) -> None:
+    r"""One update of ``(V, A)`` in place, in the fewest passes over the ``(T, N)`` arrays.
+
+    With :math:`g = \|V\|_\Sigma^2 a_k - \langle V,P\rangle_\Sigma q_k - r_k\mathbf 1` (the column
+    :math:`k` of :func:`preconditioned_grads_into`) and the noise :math:`f\xi` (:math:`f =
+    \sigma_A/\sqrt B`), the centred step :math:`A \leftarrow A - \eta(G - \bar G)` has the closed form
+
+    .. math::
+        A \leftarrow (1 - \eta\|V\|_\Sigma^2) A - \eta f \xi + \eta\langle V,P\rangle_\Sigma q_k
+        + \eta\big(\|V\|_\Sigma^2 c_k/T - \langle V,P\rangle_\Sigma/T + f\bar\xi_k\big)\mathbf 1 ,
+
+    (the row :math:`r_k` cancels in the centring; :math:`\mathbf 1^\top q_k = 1`): four passes
+    instead of eight, and no temporary but ``G``. For SGD, :math:`\eta` is :math:`\eta_{sgd}\mu_k`
+    per column. ``Xi``, ``Xi_mean``, ``Xi_V`` are this step's noise, shared by all runs.
+    """
+    aa, c, aq = stats
+    mu, T = inst.mu, inst.T
+    G_V = preconditioned_grads_into(None, V, A, stats, inst)
+    B = s.B1 if it < s.tau else s.B2
+    f = 0.0 if B == np.inf else SIGMA_A_TIMES_SQRT_N / np.sqrt(inst.N * B)
+    if f:
+        G_V = G_V + SIGMA_V / np.sqrt(B) * Xi_V
+    if s.kind == "sgd":                                 # unpreconditioned: times D, one step
+        eta, eta_V = s.eta_sgd * mu, s.eta_sgd * mu
+    else:
+        aa_mu = float(mu @ aa)
+        eta, eta_V = s.eta_A, (s.eta_V if aa_mu * s.eta_V <= 1.0 else 1.0 / aa_mu)
+    vv, vp = sigma_inner(V, V, mu), sigma_inner(V, inst.P, mu)
+    A *= 1.0 - eta * vv
+    if f:
+        np.multiply(Xi, eta * f, out=G)
+        A -= G
+    A += eta * (vv * c / T - vp / T + f * (Xi_mean if f else 0.0))
+    A[inst.q.pos, np.arange(inst.N)] += (eta * vp) * inst.q.w
+    V -= eta_V * G_V
+    if s.kind == "two_stage" and it >= s.tau:
+        if s.lam > 0:
+            soft_threshold_(A, s.eta_A * s.lam, G)
+        if s.balance:
+            cc = float(mu @ A.sum(0))
+            if abs(cc) >= 0.1:
+                A /= cc
+                V *= cc
+
+
+def simulate(inst: LargeInstance, runs: dict, *, steps: int, rng: np.random.Generator,
+             reference: Schedule | None = None, inits: dict | None = None, progress=None):
+    r"""Run every schedule in ``runs`` (name -> :class:`Schedule`) for ``steps`` steps in lockstep,
+    with a ``reference`` run (normally the noiseless two-stage one) beside them.
+
+    All runs see the same noise draw at each step (common random numbers: one draw per step,
+    the dominant cost, serves every run). ``inits`` (name -> ``{"V", "A"}``) starts a run from
+    given weights (transfer); otherwise and for the reference: :math:`V = \mu\mathbf 1^\top`,
+    :math:`A = \mathbf 1\mathbf 1^\top/T`. Memory: one ``(T, N)`` array per run and reference plus
+    two buffers.
+
+    Returns ``(history, error)``: ``history[name][metric]`` is ``(K,)`` over steps ``0..steps``,
+    with ``ref_dist_V``, ``ref_dist_A`` (distance to the reference) when there is one;
+    ``error`` is a :class:`DivergenceError` or ``None`` (the history then ends before it).
+    """
+    steps = check_int("steps", steps, low=0)
+    if not runs:
+        raise ValueError("runs must name at least one schedule")
+    N, T = inst.N, inst.T
+    inits = inits or {}
+    state = {}
+    for name in list(runs) + (["reference"] if reference is not None else []):
+        if name in inits:
+            V0, A0 = (np.array(inits[name][k], dtype=np.float64) for k in ("V", "A"))
+            if V0.shape != (N, N) or A0.shape != (T, N):
+                raise ValueError(f"init of {name!r} has V {V0.shape} and A {A0.shape}, but the "
+                                 f"task needs V {(N, N)} and A {(T, N)}")
+        else:
+            V0, A0 = np.outer(inst.mu, np.ones(N)), np.full((T, N), 1.0 / T)
+        state[name] = (V0, A0)
+    schedules = dict(runs, **({"reference": reference} if reference is not None else {}))
+    G, Xi = np.empty((T, N)), np.empty((T, N))          # scratch, and the step's noise
+    hist: dict = {name: {} for name in runs}
+    error = None
+    with np.errstate(over="ignore", invalid="ignore"):
+        for it in range(steps + 1):
+            stats = {name: column_stats(A, inst.q) for name, (V, A) in state.items()}
+            for name, (V, A) in state.items():
+                if not (np.all(np.isfinite(V)) and all(np.all(np.isfinite(x)) for x in stats[name])):
+                    sch = schedules[name]
+                    lr = sch.eta_A if sch.kind == "two_stage" else sch.eta_sgd
+                    error = DivergenceError(f"run {name!r} ({sch.kind}) became non-finite after "
+                                            f"step {it - 1} with learning rate {lr:g}; reduce it",
+                                            step=it - 1, lr=lr)
+            if error is not None:
+                break
+            for name in runs:
+                V, A = state[name]
+                h = hist[name]
+                for k, v in metrics(V, A, stats[name], inst).items():
+                    h.setdefault(k, []).append(v)
+                h.setdefault("step", []).append(it)
+                if reference is not None:          # ||A - A_ref||^2 = |A|^2 - 2<A, A_ref> + |A_ref|^2
+                    Vr, Ar = state["reference"]
+                    D = V - Vr
+                    cross = np.einsum("tk,tk->k", A, Ar)             # one pass
+                    d2 = inst.mu @ (stats[name][0] - 2 * cross + stats["reference"][0])
+                    h.setdefault("ref_dist_V", []).append(np.sqrt(np.einsum("ij,ij,j->", D, D, inst.mu)))
+                    h.setdefault("ref_dist_A", []).append(np.sqrt(max(d2, 0.0)))
+            if it == steps:
+                break
+            Xi_mean = Xi_V = None
+            if any((sch.B1 if it < sch.tau else sch.B2) != np.inf for sch in schedules.values()):
+                rng.standard_normal(out=Xi)
+                Xi_mean, Xi_V = Xi.mean(axis=0), rng.standard_normal((N, N))
+            for name, (V, A) in state.items():
+                _step(schedules[name], V, A, it, stats[name], inst, G, Xi, Xi_mean, Xi_V)
+            if progress is not None:
+                progress(it + 1, steps)
+    return {name: {k: np.asarray(v) for k, v in h.items()} for name, h in hist.items()}, error
