@@ -1,0 +1,238 @@
+"""Benchmark the training cores on this machine (NumPy only; not a test).
+
+    python -m minitheory.bench [--repeats 5] [--skip-demos] [--out bench.json]
+
+Measures, in one run:
+
+- the float64 matrix-multiply rate of a large ``@`` (the reference ceiling);
+- for each model, at the paper's default size and at a large one: microseconds per
+  ``loss_and_grads`` and per full training step (median of ``--repeats`` timings, each timing
+  averaging enough calls to last ~0.2 s), the achieved GFLOP/s from an analytic FLOP count,
+  and that as a fraction of the matmul rate;
+- the speed-up of training 16 runs on the run axis over 16 runs one after another;
+- the peak resident memory of the process (its largest case is the N = 500, T = 100000
+  population step) and the wall time of every default demo (in subprocesses).
+
+FLOP counts are the multiply-adds of the forward and backward formulas (2 per multiply-add),
+plus one per element for elementwise work; they are stated next to each model below.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .demos._common import format_table, tune_allocator
+
+DEMOS = ("rank_growth", "rank_growth_full", "rank_growth_assumptions", "lowrank_sparse",
+         "sparse_bigrams", "bigram_transfer", "softmax_vs_linear", "bigram_scale")
+
+
+def timeit(fn, repeats: int, min_time: float = 0.2) -> float:
+    """Median over ``repeats`` of the mean seconds per call (each timing lasts >= ``min_time``)."""
+    fn()                                                    # warm up (allocations, caches)
+    t0 = time.perf_counter()
+    fn()
+    n = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        times.append((time.perf_counter() - t0) / n)
+    return float(np.median(times))
+
+
+def matmul_rate(repeats: int, n: int = 2048) -> float:
+    """GFLOP/s of ``(n, n) @ (n, n)`` in float64: ``2 n^3`` flops."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
+    return 2 * n**3 / timeit(lambda: a @ b, repeats) / 1e9
+
+
+# --------------------------------------------------------------------------------------------
+# One case per (model, size): a loss_and_grads closure, a training-step closure, a FLOP count
+# --------------------------------------------------------------------------------------------
+def case_diagonal(R: int):
+    """Diagonal head, the toy of the rank-growth paper (N=256, n=8, d=4), ``R`` init scales."""
+    from .rank_growth import data, model
+    X, Y = data.diagonal_toy(0, 256, 8, 4)
+    p = data.init_diagonal(np.random.default_rng(1), 4, np.full(R, 0.5))
+    eta = 0.02
+
+    def step():
+        _, g = model._diag_loss_and_grads(p, X, Y)
+        for k in p:
+            p[k] -= eta * g[k]
+    Ns, n, d = X.shape
+    # forward: XM, Z, SX, out (2 flops per multiply-add); backward: twice the forward
+    fwd = 2 * Ns * n * (d * d + n * d + n * d + d * d) + 5 * Ns * n * n
+    return (lambda: model._diag_loss_and_grads(p, X, Y)), step, 3 * fwd * R
+
+
+def case_full(R: int):
+    """Full attention head, the non-diagonal toy (N=256, n=8, d=6), ``R`` init scales."""
+    from .rank_growth import data, model
+    X, Y, _, _ = data.full_toy(0, 256, 8, 6)
+    p = data.init_full(np.random.default_rng(1), 6, 6, 6, np.full(R, 0.5))
+
+    def step():
+        _, g = model._full_loss_and_grads(p, X, Y)
+        for k in p:
+            p[k] -= 0.02 * g[k]
+    Ns, n, d = X.shape
+    fwd = 2 * Ns * n * (d * d + n * d + n * d + d * d) + 5 * Ns * n * n
+    return (lambda: model._full_loss_and_grads(p, X, Y)), step, 3 * fwd * R
+
+
+def case_softmax_transformer(B: int):
+    """One-layer softmax transformer of the low-rank/sparse paper (L=20, d=20, m=64), batch B."""
+    from .lowrank_sparse import data, model, training
+    dcfg = data.DataConfig()
+    rng = np.random.default_rng(0)
+    X, y, _, _ = data.sample(rng, B, dcfg)
+    p = {k: v[None] for k, v in training.init_params(rng, dcfg, training.ModelConfig()).items()}
+    Xr, yr = X[None], y[None]
+
+    def step():
+        _, g = model._loss_and_grads(p, Xr, yr)
+        for k in g:
+            p[k] -= 3.0 * g[k]
+    L, d, m = dcfg.L, dcfg.d, 64
+    fwd = 2 * B * L * (3 * d * d + L * d + L * d + d * m) + 5 * B * L * L
+    return (lambda: model._loss_and_grads(p, Xr, yr)), step, 3 * fwd
+
+
+def case_linear_bigram(B: int):
+    """Linear transformer on SCB (N=10, T=50), batch B, with the sampling of a training step."""
+    from .sparse_bigrams import data, model, training
+    rng = np.random.default_rng(0)
+    inst = data.make_instance(rng, 10, 50, 2)
+    p = training.uninformative_init(inst, 1)
+    xs, k, xo = (a[None] for a in data.sample(rng, inst, B))
+
+    def step():
+        b = data.sample(rng, inst, B)
+        _, g = model._loss_and_grads(p, *(a[None] for a in b))
+        p["V"] -= 0.03 * g["V"] / inst.mu
+        p["A"] -= 0.03 * g["A"] / inst.mu
+    N, T = inst.N, inst.T
+    # histogram B*T, f and g_V 2*B*N*N each, r@V 2*B*N*N, one-hot product 2*B*T*N
+    flops = B * T + 3 * 2 * B * N * N + 2 * B * T * N
+    return (lambda: model._loss_and_grads(p, xs, k, xo)), step, flops
+
+
+def case_population(N: int, T: int = 100_000):
+    """Large-T population step (two-stage, stage 2, noisy), one run, N tokens."""
+    from .sparse_bigrams import population as pop
+    rng = np.random.default_rng(0)
+    inst = pop.make_large_instance(rng, N, T, 2)
+    d = pop.defaults_for(N)
+    s = pop.Schedule(eta_A=d["eta_A"], B1=d["B2"], B2=d["B2"], lam=d["lam"], tau=0)
+    V, A = np.outer(inst.mu, np.ones(N)), np.full((T, N), 1.0 / T)
+    G, Xi = np.empty((T, N)), np.empty((T, N))
+
+    def grads():
+        return pop.preconditioned_grads_into(G, V, A, pop.column_stats(A, inst.q), inst)
+
+    def step():
+        rng.standard_normal(out=Xi)
+        pop._step(s, V, A, 1, pop.column_stats(A, inst.q), inst, G, Xi, Xi.mean(0),
+                  rng.standard_normal((N, N)))
+    # per T x N entry: stats 3, gradient 3, update ~10 elementwise flops; O(N^2) parts small
+    return grads, step, 16 * T * N + 20 * N * N
+
+
+CASES = [
+    ("diagonal head", "R=5 (paper)", lambda: case_diagonal(5)),
+    ("diagonal head", "R=64", lambda: case_diagonal(64)),
+    ("full attention head", "R=6 (paper)", lambda: case_full(6)),
+    ("full attention head", "R=64", lambda: case_full(64)),
+    ("softmax 1-layer transformer", "B=16 (paper)", lambda: case_softmax_transformer(16)),
+    ("softmax 1-layer transformer", "B=1024", lambda: case_softmax_transformer(1024)),
+    ("linear transformer, bigrams", "B=64 (paper)", lambda: case_linear_bigram(64)),
+    ("linear transformer, bigrams", "B=1024", lambda: case_linear_bigram(1024)),
+    ("large-T population step", "N=100, T=1e5", lambda: case_population(100)),
+    ("large-T population step", "N=500, T=1e5", lambda: case_population(500)),
+]
+
+
+def run_axis_speedup(repeats: int, R: int = 16) -> dict:
+    """Seconds per run of a diagonal-head GD step: R runs on the run axis vs one at a time."""
+    _, batched, _ = case_diagonal(R)
+    _, single, _ = case_diagonal(1)
+    t_batched = timeit(batched, repeats) / R
+    t_single = timeit(single, repeats)
+    return {"runs": R, "us_per_run_batched": 1e6 * t_batched,
+            "us_per_run_sequential": 1e6 * t_single, "speedup": t_single / t_batched}
+
+
+def demo_times(out: Path) -> dict:
+    """Wall time of each default demo, run as ``python -m minitheory.demos.NAME``."""
+    times = {}
+    for name in DEMOS:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", f"minitheory.demos.{name}", "--out",
+                        str(out / name)], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        times[name] = time.perf_counter() - t0
+        print(f"  demo {name}: {times[name]:.1f} s", file=sys.stderr)
+    return times
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minitheory.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timings per measurement (median)")
+    parser.add_argument("--skip-demos", action="store_true", help="do not time the demos")
+    parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    tune_allocator()
+    peak = matmul_rate(args.repeats)
+    print(f"float64 matmul (2048^3): {peak:.1f} GFLOP/s", file=sys.stderr)
+    rows, results = [], {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                     "numpy": np.__version__}, "matmul_gflops": peak,
+                         "cases": []}
+    for model_name, size, make in CASES:
+        lag, step, flops = make()
+        t_lag, t_step = timeit(lag, args.repeats), timeit(step, args.repeats)
+        gflops = flops / t_lag / 1e9
+        results["cases"].append({"model": model_name, "size": size, "us_loss_and_grads": 1e6 * t_lag,
+                                 "us_train_step": 1e6 * t_step, "gflops": gflops,
+                                 "fraction_of_matmul": gflops / peak, "flops": flops})
+        rows.append([model_name, size, f"{1e6 * t_lag:,.0f}", f"{1e6 * t_step:,.0f}",
+                     f"{gflops:.2f}", f"{100 * gflops / peak:.1f}%"])
+        print(f"  {model_name} {size}: {1e6 * t_lag:,.0f} us", file=sys.stderr)
+        del lag, step
+    results["run_axis"] = run_axis_speedup(args.repeats)
+    results["peak_rss_GB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    if not args.skip_demos:
+        with tempfile.TemporaryDirectory() as tmp:
+            results["demo_seconds"] = demo_times(Path(tmp))
+    print(format_table(["model", "size", "us / loss_and_grads", "us / train step", "GFLOP/s",
+                        "of matmul"], rows))
+    ra = results["run_axis"]
+    print(f"\nmatmul ceiling: {peak:.1f} GFLOP/s; run axis at {ra['runs']} runs: "
+          f"{ra['us_per_run_batched']:.0f} us per run batched vs {ra['us_per_run_sequential']:.0f} "
+          f"us one at a time ({ra['speedup']:.1f}x); peak RSS {results['peak_rss_GB']:.2f} GB")
+    if "demo_seconds" in results:
+        print("demo wall times: " + ", ".join(f"{k} {v:.1f} s"
+                                              for k, v in results["demo_seconds"].items()))
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
