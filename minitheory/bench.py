@@ -140,13 +140,14 @@ def case_population(N: int, T: int = 100_000):
     s = pop.Schedule(eta_A=d["eta_A"], B1=d["B2"], B2=d["B2"], lam=d["lam"], tau=0)
     V, A = np.outer(inst.mu, np.ones(N)), np.full((T, N), 1.0 / T)
     G, Xi = np.empty((T, N)), np.empty((T, N))
+    noise = pop.NoiseSource(rng)
 
     def grads():
         return pop.preconditioned_grads_into(G, V, A, pop.column_stats(A, inst.q), inst)
 
-    def step():
-        rng.standard_normal(out=Xi)
-        pop._step(s, V, A, 1, pop.column_stats(A, inst.q), inst, G, Xi, Xi.mean(0),
+    def step():                                             # as in population.simulate
+        Xi_mean = noise.fill(Xi)
+        pop._step(s, V, A, 1, pop.column_stats(A, inst.q), inst, G, Xi, Xi_mean,
                   rng.standard_normal((N, N)))
     # per T x N entry: stats 3, gradient 3, update ~10 elementwise flops; O(N^2) parts small
     return grads, step, 16 * T * N + 20 * N * N

@@ -23,6 +23,8 @@ stored sparsely (:class:`SparseAttention`). Every T x N operation is written in 
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,6 +186,30 @@ def metrics(V, A, stats, inst: LargeInstance) -> dict:
 # --------------------------------------------------------------------------------------------
 # The simulation
 # --------------------------------------------------------------------------------------------
+class NoiseSource:
+    """Standard normal noise for a ``(T, N)`` buffer, drawn in ``chunks`` row blocks, each from its
+    own generator (spawned from ``rng``), on up to ``chunks`` threads.
+
+    NumPy releases the GIL while it fills an array, so two threads draw twice as fast (the
+    draw is the dominant cost of a step: 0.42 s for 5e7 values on one core). The chunks and
+    their generators are fixed, so the result does not depend on the number of cores.
+    """
+
+    def __init__(self, rng: np.random.Generator, chunks: int = 2):
+        self.gens = rng.spawn(chunks)
+        self.pool = ThreadPoolExecutor(max_workers=max(1, min(chunks, os.cpu_count() or 1)))
+
+    def fill(self, Xi: np.ndarray) -> np.ndarray:
+        """Fill ``Xi`` in place; return its column means."""
+        bounds = np.linspace(0, Xi.shape[0], len(self.gens) + 1).astype(int)
+
+        def work(i):
+            block = Xi[bounds[i]:bounds[i + 1]]
+            self.gens[i].standard_normal(out=block)
+            return block.sum(axis=0)
+
+        return sum(self.pool.map(work, range(len(self.gens)))) / Xi.shape[0]
+
 def _step(s: Schedule, V, A, it, stats, inst: LargeInstance, G, Xi, Xi_mean, Xi_V) -> None:
     r"""One update of ``(V, A)`` in place, in the fewest passes over the ``(T, N)`` arrays.
 
@@ -261,6 +287,7 @@ def simulate(inst: LargeInstance, runs: dict, *, steps: int, rng: np.random.Gene
         state[name] = (V0, A0)
     schedules = dict(runs, **({"reference": reference} if reference is not None else {}))
     G, Xi = np.empty((T, N)), np.empty((T, N))          # scratch, and the step's noise
+    noise = NoiseSource(rng)
     hist: dict = {name: {} for name in runs}
     error = None
     with np.errstate(over="ignore", invalid="ignore"):
@@ -292,8 +319,8 @@ def simulate(inst: LargeInstance, runs: dict, *, steps: int, rng: np.random.Gene
                 break
             Xi_mean = Xi_V = None
             if any((sch.B1 if it < sch.tau else sch.B2) != np.inf for sch in schedules.values()):
-                rng.standard_normal(out=Xi)
-                Xi_mean, Xi_V = Xi.mean(axis=0), rng.standard_normal((N, N))
+                Xi_mean = noise.fill(Xi)
+                Xi_V = rng.standard_normal((N, N))
             for name, (V, A) in state.items():
                 _step(schedules[name], V, A, it, stats[name], inst, G, Xi, Xi_mean, Xi_V)
             if progress is not None:

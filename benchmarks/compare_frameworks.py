@@ -1,0 +1,162 @@
+"""Time minitheory's hand-written NumPy gradients against PyTorch eager autograd and JAX jit.
+
+Not part of the package and not a dependency: run it where torch and/or jax are importable,
+
+    python benchmarks/compare_frameworks.py [--repeats 5] [--out compare.json]
+
+Each model is written once more in the framework (forward only; the framework differentiates
+it), at the papers' default sizes, in float64 on the CPU. The same inputs go to all three, the
+losses are checked to agree, and the table shows microseconds per loss-and-gradients call
+(median of repeats) and the ratios framework / NumPy (> 1: NumPy is faster).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from minitheory.bench import timeit
+from minitheory.demos._common import format_table, tune_allocator
+
+
+def problems():
+    """``name -> (numpy_fn, arrays, framework_loss(xp, softmax, arrays) -> scalar, wrt)``."""
+    from minitheory.lowrank_sparse import data as ls_data, model as ls_model, training as ls_train
+    from minitheory.rank_growth import data as rg_data, model as rg_model
+    from minitheory.sparse_bigrams import data as sb_data, model as sb_model, training as sb_train
+
+    out = {}
+    X, Y = rg_data.diagonal_toy(0, 256, 8, 4)
+    p = rg_data.init_diagonal(np.random.default_rng(1), 4, np.full(5, 0.5))
+
+    def diag_loss(xp, smax, a):
+        A = a["w_K"] * a["w_Q"]
+        Bv = a["w_V"] * a["w_O"]
+        Z = xp.einsum("sij,rj,skj->rsik", a["X"], A, a["X"])
+        out = xp.einsum("rsik,skj->rsij", smax(Z), a["X"]) * Bv[:, None, None, :]
+        return 0.5 * xp.sum((out - a["Y"]) ** 2) / a["X"].shape[0]
+
+    out["diagonal head (R=5)"] = (lambda: rg_model._diag_loss_and_grads(p, X, Y),
+                                  dict(p, X=X, Y=Y), diag_loss, list(rg_model.DIAG_KEYS),
+                                  lambda: float(np.sum(rg_model._diag_loss_and_grads(p, X, Y)[0])))
+
+    Xf, Yf, _, _ = rg_data.full_toy(0, 256, 8, 6)
+    pf = rg_data.init_full(np.random.default_rng(1), 6, 6, 6, np.full(6, 0.5))
+
+    def full_loss(xp, smax, a):
+        M = a["W_K"] @ xp.swapaxes(a["W_Q"], -1, -2)
+        Nm = a["W_V"] @ xp.swapaxes(a["W_O"], -1, -2)
+        Z = xp.einsum("sia,rab,skb->rsik", a["X"], M, a["X"])
+        out = xp.einsum("rsik,skb,rbc->rsic", smax(Z), a["X"], Nm)
+        return 0.5 * xp.sum((out - a["Y"]) ** 2) / a["X"].shape[0]
+
+    out["full attention head (R=6)"] = (lambda: rg_model._full_loss_and_grads(pf, Xf, Yf),
+                                        dict(pf, X=Xf, Y=Yf), full_loss, list(rg_model.FULL_KEYS),
+                                        lambda: float(np.sum(rg_model._full_loss_and_grads(pf, Xf, Yf)[0])))
+
+    dcfg = ls_data.DataConfig()
+    rng = np.random.default_rng(0)
+    Xs, ys, _, _ = ls_data.sample(rng, 16, dcfg)
+    ps = {k: v[None] for k, v in ls_train.init_params(rng, dcfg, ls_train.ModelConfig()).items()}
+
+    def ls_loss(xp, smax, a):
+        Qx, Kx, Vx = (a["X"] @ xp.swapaxes(a[k][0], 0, 1) for k in ("W_Q", "W_K", "W_V"))
+        H = smax(Qx @ xp.swapaxes(Kx, -1, -2)) @ Vx
+        P = H @ xp.swapaxes(a["W_O"][0], 0, 1)
+        F = xp.sum(xp.maximum(P, 0 * P) * a["a"][0], axis=(1, 2)) / a["X"].shape[1]
+        return xp.mean(xp.maximum(1 - a["y"] * F, 0 * F))
+
+    out["softmax 1-layer transformer (B=16)"] = (
+        lambda: ls_model._loss_and_grads(ps, Xs[None], ys[None]), dict(ps, X=Xs, y=ys), ls_loss,
+        list(ls_model.TRAINED), lambda: float(ls_model._loss_and_grads(ps, Xs[None], ys[None])[0][0]))
+
+    inst = sb_data.make_instance(rng, 10, 50, 2)
+    pb = sb_train.uninformative_init(inst, 1)
+    pb = {"V": pb["V"] + 0.1 * rng.standard_normal(pb["V"].shape), "A": pb["A"] + 0.01}
+    xs, k, xo = sb_data.sample(rng, inst, 64)
+    onehot_x = np.eye(10)[xs]                                       # (B, T, N), fixed input
+    onehot_o = np.eye(10)[xo]
+
+    def sb_loss(xp, smax, a):
+        w = xp.swapaxes(a["A"][0][:, a["k"]], 0, 1)                  # (B, T): A[t, k_b]
+        Xa = xp.einsum("btn,bt->bn", a["onehot_x"], w)
+        f = Xa @ xp.swapaxes(a["V"][0], 0, 1)
+        return 0.5 * xp.sum((a["onehot_o"] - f) ** 2) / f.shape[0]
+
+    out["linear transformer, bigrams (B=64)"] = (
+        lambda: sb_model._loss_and_grads(pb, xs[None], k[None], xo[None]),
+        dict(pb, k=k, onehot_x=onehot_x, onehot_o=onehot_o), sb_loss, ["V", "A"],
+        lambda: float(sb_model._loss_and_grads(pb, xs[None], k[None], xo[None])[0][0]))
+    return out
+
+
+def torch_runner(loss, arrays, wrt):
+    import torch
+    t = {k: torch.tensor(v) if np.asarray(v).dtype.kind != "i" else torch.tensor(v)
+         for k, v in arrays.items()}
+    for key in wrt:
+        t[key].requires_grad_(True)
+    smax = lambda z: torch.softmax(z, dim=-1)  # noqa: E731
+
+    def call():
+        value = loss(torch, smax, t)
+        grads = torch.autograd.grad(value, [t[key] for key in wrt])
+        return value, grads
+    return call, lambda: float(call()[0].detach())
+
+
+def jax_runner(loss, arrays, wrt):
+    import jax
+    import jax.numpy as jnp
+    jax.config.update("jax_enable_x64", True)
+    fixed = {k: jnp.asarray(v) for k, v in arrays.items() if k not in wrt}
+    params = {k: jnp.asarray(v) for k, v in arrays.items() if k in wrt}
+    smax = lambda z: jax.nn.softmax(z, axis=-1)  # noqa: E731
+    f = jax.jit(jax.value_and_grad(lambda p: loss(jnp, smax, {**fixed, **p})))
+
+    def call():
+        value, grads = f(params)
+        jax.block_until_ready(grads)
+        return value, grads
+    return call, lambda: float(call()[0])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    tune_allocator()
+    runners = {}
+    for name, make in (("torch", torch_runner), ("jax", jax_runner)):
+        try:
+            __import__(name)
+            runners[name] = make
+        except ImportError:
+            print(f"{name} is not importable: skipped", file=sys.stderr)
+    rows, results = [], []
+    for name, (np_fn, arrays, loss, wrt, np_value) in problems().items():
+        entry = {"model": name, "us_numpy": 1e6 * timeit(np_fn, args.repeats)}
+        for fw, make in runners.items():
+            call, value = make(loss, arrays, wrt)
+            v_np, v_fw = np_value(), value()
+            if not np.isclose(v_np, v_fw, rtol=1e-9, atol=1e-12):
+                raise AssertionError(f"{fw} loss {v_fw} differs from NumPy {v_np} for {name}")
+            entry[f"us_{fw}"] = 1e6 * timeit(call, args.repeats)
+            entry[f"{fw}_over_numpy"] = entry[f"us_{fw}"] / entry["us_numpy"]
+        results.append(entry)
+        rows.append([name, f"{entry['us_numpy']:,.0f}"] +
+                    [f"{entry.get(f'us_{fw}', float('nan')):,.0f} ({entry.get(f'{fw}_over_numpy', float('nan')):.2f}x)"
+                     for fw in runners])
+        print(f"  {name} done", file=sys.stderr)
+    print(format_table(["model", "NumPy us"] + [f"{fw} us (ratio)" for fw in runners], rows))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
