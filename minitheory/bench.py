@@ -68,9 +68,10 @@ def case_diagonal(R: int):
     X, Y = data.diagonal_toy(0, 256, 8, 4)
     p = data.init_diagonal(np.random.default_rng(1), 4, np.full(R, 0.5))
     eta = 0.02
+    XX = model.pair_products(X)                             # as train_diagonal does
 
     def step():
-        _, g = model._diag_loss_and_grads(p, X, Y)
+        _, g = model._diag_loss_and_grads(p, X, Y, XX)
         for k in p:
             p[k] -= eta * g[k]
     Ns, n, d = X.shape

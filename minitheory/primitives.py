@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+def softmax(z: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
     r"""Numerically stable softmax along ``axis``.
 
     .. math:: s_i = \frac{\exp(z_i - \max_j z_j)}{\sum_k \exp(z_k - \max_j z_j)}
@@ -20,13 +20,15 @@ def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     ----------
     z : array, any shape ``(..., n, ...)``
     axis : the axis that is normalized.
+    out : optional array of ``z``'s shape (may be ``z`` itself) to write the result into.
 
     Returns
     -------
     s : array, same shape as ``z``; entries in ``[0, 1]``, summing to 1 along ``axis``.
     """
     z = np.moveaxis(z, axis, -1)                 # a view; the work is along the last axis
-    e = np.exp(z - _rowmax(z)[..., None])
+    e = np.subtract(z, _rowmax(z)[..., None], out=None if out is None else np.moveaxis(out, axis, -1))
+    np.exp(e, out=e)
     e /= np.einsum("...i->...", e)[..., None]
     return np.moveaxis(e, -1, axis)
 
@@ -42,7 +44,8 @@ def _rowmax(z: np.ndarray) -> np.ndarray:
     return m
 
 
-def softmax_vjp(s: np.ndarray, g: np.ndarray, axis: int = -1) -> np.ndarray:
+def softmax_vjp(s: np.ndarray, g: np.ndarray, axis: int = -1,
+                out: np.ndarray | None = None) -> np.ndarray:
     r"""Vector-Jacobian product of :func:`softmax`, given its output ``s``.
 
     With :math:`J = \mathrm{diag}(s) - s s^\top` (symmetric) the cotangent of the logits is
@@ -56,10 +59,13 @@ def softmax_vjp(s: np.ndarray, g: np.ndarray, axis: int = -1) -> np.ndarray:
     s : array ``(..., n, ...)``, the softmax output.
     g : array, same shape: the cotangent (upstream gradient) of ``s``.
     axis : the axis softmax normalized.
+    out : optional array of ``g``'s shape (may be ``g`` itself) to write the result into.
 
     Returns
     -------
     array, same shape: the cotangent of the logits.
     """
-    return s * (g - np.expand_dims(np.einsum("...i,...i->...", np.moveaxis(g, axis, -1),
-                                             np.moveaxis(s, axis, -1)), axis))
+    dot = np.einsum("...i,...i->...", np.moveaxis(g, axis, -1), np.moveaxis(s, axis, -1))
+    res = np.subtract(g, np.expand_dims(dot, axis), out=out)
+    res *= s
+    return res

@@ -56,7 +56,8 @@ def head_forward(M: np.ndarray, Nm: np.ndarray, X: np.ndarray):
     R, d, _ = M.shape
     Ns, n, _ = X.shape
     XM = (X.reshape(Ns * n, d) @ M).reshape(R, Ns, n, d)       # (R, N, n, d)   X M
-    S = softmax(XM @ X.swapaxes(-1, -2))                        # (R, N, n, n)   smax(X M X^T)
+    Z = XM @ X.swapaxes(-1, -2)                                 # (R, N, n, n)   X M X^T
+    S = softmax(Z, out=Z)                                       #                smax(X M X^T)
     SX = S @ X                                                  # (R, N, n, d)
     out = (SX.reshape(R, Ns * n, d) @ Nm).reshape(R, Ns, n, -1)  # (R, N, n, d_out)
     return out, (X, S, SX, Nm)
@@ -85,7 +86,8 @@ def head_backward(cache, dout: np.ndarray):
     X2 = X.reshape(Ns * n, d)
     dN = SX.reshape(R, Ns * n, d).swapaxes(-1, -2) @ dout.reshape(R, Ns * n, d_out)
     XN = (X2 @ Nm).reshape(R, Ns, n, d_out)                     # (R, N, n, d_out)
-    G_Z = softmax_vjp(S, dout @ XN.swapaxes(-1, -2))            # (R, N, n, n)
+    G_S = dout @ XN.swapaxes(-1, -2)                            # (R, N, n, n)
+    G_Z = softmax_vjp(S, G_S, out=G_S)
     dM = X2.T @ (G_Z @ X).reshape(R, Ns * n, d)                 # (R, d, d)
     return dM, dN
 
@@ -108,22 +110,52 @@ def diag_products(params: dict) -> tuple[np.ndarray, np.ndarray]:
     return params["w_K"] * params["w_Q"], params["w_V"] * params["w_O"]
 
 
-def _loss_and_grads_ab(a, b, X, Y):
-    r"""Loss :math:`\tilde L(a, b)` per run and :math:`\partial\tilde L/\partial a = \mathrm{diag}(\partial L/\partial M)`,
-    :math:`\partial\tilde L/\partial b = \mathrm{diag}(\partial L/\partial N)`; ``a, b`` are ``(R, d)``."""
-    loss, dM, dN = _products_loss_and_grads(_diag(a), _diag(b), X, Y)
-    return loss, np.diagonal(dM, axis1=-2, axis2=-1), np.diagonal(dN, axis1=-2, axis2=-1)
+def pair_products(X: np.ndarray) -> np.ndarray:
+    r"""``XX`` ``(d, N n n)`` with ``XX[j, (s, i, k)]`` :math:`= X_{s,ij} X_{s,kj}`.
+
+    For the diagonal head both the logits and the key-query gradient are matrix products with
+    it: :math:`Z_r = a_r^\top XX` and :math:`\partial\tilde L/\partial a = G_Z\, XX^\top`.
+    It depends on ``X`` only, so a training loop computes it once.
+    """
+    Ns, n, d = X.shape
+    Xt = np.ascontiguousarray(np.moveaxis(X, -1, 0))            # (d, N, n): a small copy
+    return (Xt[:, :, :, None] * Xt[:, :, None, :]).reshape(d, -1)  # built in its final layout
 
 
-def _diag(v):
-    """``(R, d) -> (R, d, d)`` stack of diagonal matrices."""
-    return v[..., :, None] * np.eye(v.shape[-1])
+def _loss_and_grads_ab(a, b, X, Y, XX=None):
+    r"""Loss :math:`\tilde L(a, b)` per run and its gradients for ``a, b`` of shape ``(R, d)``.
+
+    The diagonal case of :func:`head_forward` / :func:`head_backward`, in its own O(d) form:
+
+    .. math::
+        Z_{ik} = \sum_j a_j X_{ij}X_{kj},\ S = \mathrm{smax}(Z),\ f_{ij} = b_j (SX)_{ij};\quad
+        \frac{\partial L}{\partial b_j} = \sum_{s,i} \bar f_{ij}(SX)_{ij},\
+        G_S = \bar f\,\mathrm{diag}(b) X^\top,\ G_Z = S \odot (G_S - \mathrm{rowsum}(G_S \odot S)),\
+        \frac{\partial L}{\partial a_j} = \sum_{s,i,k} G_Z[i,k] X_{ij}X_{kj},
+
+    where the logits and :math:`\partial L/\partial a` are single matrix products with
+    :func:`pair_products` ``XX`` (pass it to skip recomputing it).
+    """
+    R = a.shape[0]
+    Ns, n, d = X.shape
+    XX = pair_products(X) if XX is None else XX
+    Z = (a @ XX).reshape(R, Ns, n, n)                           # (R, N, n, n)  logits
+    S = softmax(Z, out=Z)
+    SX = S @ X                                                  # (R, N, n, d)
+    resid = SX * b[:, None, None, :] - Y                        # f - Y
+    loss = 0.5 * np.einsum("rsij,rsij->r", resid, resid) / Ns
+    resid /= Ns                                                 # cotangent of f
+    gb = np.einsum("rsij,rsij->rj", resid, SX)
+    G_S = (resid * b[:, None, None, :]) @ X.swapaxes(-1, -2)    # (R, N, n, n)
+    G_Z = softmax_vjp(S, G_S, out=G_S)
+    ga = G_Z.reshape(R, -1) @ XX.T                              # (R, d)
+    return loss, ga, gb
 
 
-def _diag_loss_and_grads(params, X, Y):
+def _diag_loss_and_grads(params, X, Y, XX=None):
     """Unchecked :func:`loss_and_grads` for parameters with a run axis ``(R, d)``."""
     a, b = diag_products(params)
-    loss, ga, gb = _loss_and_grads_ab(a, b, X, Y)
+    loss, ga, gb = _loss_and_grads_ab(a, b, X, Y, XX)
     grads = {"w_K": params["w_Q"] * ga, "w_Q": params["w_K"] * ga,
              "w_V": params["w_O"] * gb, "w_O": params["w_V"] * gb}
     return loss, grads

@@ -165,7 +165,12 @@ def train_diagonal(params: dict, X, Y, *, eta: float, n_steps, log_every: int = 
         res = np.zeros(a.shape[0]) if new is None else conservation_residual(p, g, new, lr)
         return {"a": a, "b": b, "c_KQ": c_kq, "c_VO": c_vo, "conservation_residual": res}
 
-    return gradient_descent(model._diag_loss_and_grads, params, X, Y, eta=eta, n_steps=n_steps,
+    XX = model.pair_products(X)                             # fixed data: computed once
+
+    def loss_and_grads(p, X, Y):
+        return model._diag_loss_and_grads(p, X, Y, XX)
+
+    return gradient_descent(loss_and_grads, params, X, Y, eta=eta, n_steps=n_steps,
                             observe=observe, log_every=log_every, progress=progress)
 
 
