@@ -183,11 +183,13 @@ def demo_times(out: Path) -> dict:
     times = {}
     for name in DEMOS:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", f"minitheory.demos.{name}", "--out",
-                        str(out / name)], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-        times[name] = time.perf_counter() - t0
-        print(f"  demo {name}: {times[name]:.1f} s", file=sys.stderr)
+        proc = subprocess.run([sys.executable, "-m", f"minitheory.demos.{name}", "--out",
+                               str(out / name)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        times[name] = time.perf_counter() - t0 if proc.returncode == 0 else float("nan")
+        status = f"{times[name]:.1f} s" if proc.returncode == 0 else \
+            f"FAILED (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}"
+        print(f"  demo {name}: {status}", file=sys.stderr)
     return times
 
 

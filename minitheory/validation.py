@@ -1,9 +1,10 @@
-"""Input checks and the divergence error shared by every paper.
+"""Input checks and the ways a training run can stop early, shared by every paper.
 
 Bad input must fail early with a ``ValueError`` that names the parameter and the accepted
 range, never as a NaN or a traceback from deep inside NumPy. These helpers keep those messages
-uniform. A training loop whose loss turns non-finite raises :class:`DivergenceError`, which
-carries the step, the learning rate and everything computed up to that step.
+uniform. A training loop whose loss turns non-finite stops with :class:`DivergenceError`; one
+stopped by Ctrl-C stops with :class:`Interrupted`. Both are :class:`TrainingStopped` and carry
+the step, the learning rate and everything computed up to that step.
 """
 from __future__ import annotations
 
@@ -12,18 +13,18 @@ import numbers
 import numpy as np
 
 
-class DivergenceError(FloatingPointError):
-    """Training produced a non-finite loss.
+class TrainingStopped(Exception):
+    """A training loop stopped before its end.
 
     Attributes
     ----------
     step : int
-        The step whose loss was non-finite (0 = before any update).
+        The step at which it stopped (0 = before any update).
     lr : float
         The learning rate in use.
     partial : object
-        What the loop had computed up to (not including) ``step``: its history and last
-        finite parameters, in the same form the loop returns on success.
+        What the loop had computed before ``step``: its history and last finite parameters,
+        in the same form the loop returns on success.
     """
 
     def __init__(self, message: str, *, step: int, lr: float, partial=None):
@@ -31,6 +32,18 @@ class DivergenceError(FloatingPointError):
         self.step = step
         self.lr = lr
         self.partial = partial
+
+
+class DivergenceError(TrainingStopped, FloatingPointError):
+    """Training produced a non-finite loss or weights (reduce the learning rate)."""
+
+
+class Interrupted(TrainingStopped):
+    """Training was stopped by Ctrl-C (``KeyboardInterrupt``); what was computed is kept."""
+
+    def __init__(self, *, step: int, lr: float = float("nan"), partial=None):
+        super().__init__(f"interrupted by Ctrl-C at step {step}", step=step, lr=lr,
+                         partial=partial)
 
 
 def check_int(name: str, value, *, low: int | None = None, high: int | None = None) -> int:

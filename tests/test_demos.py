@@ -7,6 +7,7 @@ import pytest
 from minitheory.demos import (bigram_scale, bigram_transfer, lowrank_sparse, rank_growth,
                               rank_growth_assumptions, rank_growth_full, softmax_vs_linear,
                               sparse_bigrams)
+from minitheory.demos import _common
 from minitheory.demos._common import load_metrics
 
 TINY = {
@@ -84,17 +85,54 @@ def test_divergence_stops_with_a_message_and_keeps_metrics(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "non-finite at step" in err and "eta=5.0" in err and "Warning" not in err
     m = load_metrics(tmp_path)
-    assert int(m["diverged_step"]) == len(m["step"]) and np.all(np.isfinite(m["loss"]))
+    assert int(m["stopped_step"]) == len(m["step"]) and np.all(np.isfinite(m["loss"]))
+    assert str(m["stopped_reason"]) == "diverged"
 
 
-def test_same_seed_same_metrics(tmp_path):
+@pytest.mark.parametrize("demo", list(TINY), ids=lambda m: m.NAME)
+def test_same_seed_gives_bitwise_identical_metrics(demo, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):
-        assert rank_growth.main(TINY[rank_growth] + ["--out", str(out)]) == 0
+        assert demo.main(TINY[demo] + ["--out", str(out)]) == 0
     ma, mb = load_metrics(a), load_metrics(b)
     assert ma.keys() == mb.keys()
     for k in ma:
-        np.testing.assert_array_equal(ma[k], mb[k])
+        if not k.startswith("timing/"):                     # wall-clock timings differ
+            np.testing.assert_array_equal(ma[k], mb[k], err_msg=k)
+
+
+class _CtrlC:
+    """A progress callback that presses Ctrl-C on its third call (inside a training loop)."""
+
+    calls = 0
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, step, total):
+        _CtrlC.calls += 1
+        if _CtrlC.calls == 3:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("demo", list(TINY), ids=lambda m: m.NAME)
+def test_ctrl_c_saves_the_metrics_computed_so_far(demo, tmp_path, monkeypatch, capsys):
+    _CtrlC.calls = 0
+    monkeypatch.setattr(_common, "Progress", _CtrlC)
+    assert demo.main(TINY[demo] + ["--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted by Ctrl-C" in err and str(tmp_path) in err
+    m = load_metrics(tmp_path)
+    assert str(m["stopped_reason"]) == "interrupted" and int(m["stopped_step"]) >= 0
+    assert (tmp_path / "config.json").exists()
+
+
+def test_out_folder_keeps_files_that_are_not_the_demos(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "figure.png").write_bytes(b"not a demo figure")
+    assert rank_growth.main(TINY[rank_growth] + ["--out", str(tmp_path)]) == 0
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "figure.png").read_bytes() == b"not a demo figure"
 
 
 def test_lowrank_sparse_rejects_bad_settings(capsys):
@@ -112,7 +150,7 @@ def test_lowrank_sparse_divergence_keeps_metrics(tmp_path, capsys):
     assert lowrank_sparse.main(TINY[lowrank_sparse] + ["--lr", "1e200", "--out", str(tmp_path)]) == 1
     assert "diverged at step" in capsys.readouterr().err
     m = load_metrics(tmp_path)
-    assert m["test_hinge"].shape[0] == int(m["diverged_step"])
+    assert m["test_hinge"].shape[0] == int(m["stopped_step"])
 
 
 def test_sparse_bigrams_rejects_bad_settings(capsys):

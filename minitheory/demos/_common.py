@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..validation import Interrupted
+
 
 def _field_type(tp):
     """argparse ``type``/``nargs`` for a config field annotation."""
@@ -164,19 +166,23 @@ def _fmt(c) -> str:
 def demo_main(demo, argv) -> int:
     """Parse the CLI of ``demo`` (a module, see above), run it, save, print, plot.
 
-    Returns 0, or 1 when training diverged: the message names the step and learning rate and
-    the metrics computed before it are saved all the same.
+    Returns 0; 1 when training diverged (the message names the step and learning rate); 130
+    when Ctrl-C stopped it. In both cases the metrics computed before are saved, with
+    ``stopped_step`` and ``stopped_reason``.
     """
     cfg, out, show = parse(demo.Config, argv, prog=f"python -m minitheory.demos.{demo.NAME}",
                            description=demo.__doc__.split("\n\n")[0],
                            default_out=f"out/{demo.NAME}")
     t0 = time.perf_counter()
     metrics, context, error = demo.run(cfg, progress=Progress("training"))
+    if error is not None:
+        metrics = dict(metrics, stopped_step=error.step,
+                       stopped_reason="interrupted" if isinstance(error, Interrupted) else "diverged")
     save_results(out, cfg, metrics)
     if error is not None:
-        print(f"error: {error}\nmetrics up to step {error.step - 1} saved in {out}",
-              file=sys.stderr)
-        return 1
+        print(f"\n{'stopped' if isinstance(error, Interrupted) else 'error'}: {error}\n"
+              f"metrics computed before step {error.step} saved in {out}", file=sys.stderr)
+        return 130 if isinstance(error, Interrupted) else 1
     print(demo.report(cfg, metrics, context))
     paths = demo.plot(cfg, metrics, context, out, show)
     print(f"saved {', '.join(p.name for p in paths)}, config.json, metrics.npz to {out} "

@@ -105,7 +105,6 @@ def run(cfg: Config, progress=None):
                     m[f"N{N}/{name}/{k}"] = v
                 m[f"N{N}/{name}/samples"] = samples_used(runs[name], h["step"])
             if err is not None:
-                m["diverged_step"] = err.step
                 return m, timings, err
         m[f"N{N}/tau"] = min(cfg.tau, steps)
     timings["peak_rss_GB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6

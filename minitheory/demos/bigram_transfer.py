@@ -90,7 +90,6 @@ def run(cfg: Config, progress=None):
                                       progress=_common.Progress(name))
         m.update({f"{name}/{k}": v for k, v in hist.items()})
         if err is not None:
-            m["diverged_step"] = err.step
             return m, None, err
     return m, None, None
 

@@ -92,7 +92,6 @@ def run(cfg: Config, progress=None):
     m = {"seeds": np.array(seeds), "test_hinge": h["test_hinge"], "test_error": h["test_error"],
          "att_rel": h["att_rel"], "train_loss": h["train_loss"]}
     if res.error is not None:
-        m["diverged_step"] = res.error.step
         return m, None, res.error
     p, p0, test = res.params, res.params0, res.test
     full = analysis.evaluate(p, *test)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..rank_growth import analysis, data, incremental, training
-from ..validation import DivergenceError, check_array, check_float, check_int
+from ..validation import TrainingStopped, check_array, check_float, check_int
 from . import _common
 
 NAME = "rank_growth"
@@ -62,7 +62,7 @@ class Config:
 def run(cfg: Config, progress=None):
     """Train and analyse; returns ``(metrics, result, error)``: ``result`` is Algorithm 1's
     :class:`~minitheory.rank_growth.incremental.IncrementalResult`, ``error`` a
-    :class:`DivergenceError` (metrics then hold what was computed before it) or ``None``."""
+    :class:`TrainingStopped` (divergence or Ctrl-C; metrics then hold what was computed) or ``None``."""
     X, Y = data.diagonal_toy(cfg.seed, cfg.n_seq, cfg.n_tokens, cfg.d, cfg.a_star, cfg.b_star)
     alphas = np.asarray(cfg.alphas, dtype=np.float64)
     params0 = data.init_diagonal(np.random.default_rng(cfg.seed + 1), cfg.d, alphas)
@@ -72,7 +72,7 @@ def run(cfg: Config, progress=None):
     try:
         _, hist = training.train_diagonal(params0, X, Y, eta=cfg.eta, n_steps=n_steps,
                                           progress=progress)
-    except DivergenceError as exc:
+    except TrainingStopped as exc:
         error, hist = exc, exc.partial[1]
     tbar = analysis.rescaled_time(hist["step"], cfg.eta, alphas)
     a0, b0 = params0["w_K"] * params0["w_Q"], params0["w_V"] * params0["w_O"]
@@ -90,8 +90,6 @@ def run(cfg: Config, progress=None):
         "alg1_loss0": result.loss0, "alg1_margin": result.margin,
         "alg1_stationarity": result.stationarity,
     }
-    if error is not None:
-        metrics["diverged_step"] = error.step
     return metrics, result, error
 
 

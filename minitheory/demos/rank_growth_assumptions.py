@@ -21,7 +21,7 @@ import numpy as np
 
 from ..rank_growth import analysis, data, incremental, training
 from ..rank_growth.model import DIAG_KEYS
-from ..validation import DivergenceError, check_float, check_int
+from ..validation import TrainingStopped, check_float, check_int
 from . import _common
 
 NAME = "rank_growth_assumptions"
@@ -71,16 +71,27 @@ def train_with_events(params, X, Y, *, eta, n_steps, events, progress=None):
     of the segments are joined so every step appears once (the state after the event).
     """
     hists, step0 = [], 0
+
+    def joined(parts):
+        return {k: np.concatenate([h[k] for h in parts]) for k in parts[0]}
+
     for step, fn in sorted(events, key=lambda e: e[0]) + [(n_steps, None)]:
         if step > step0:
-            params, h = training.train_diagonal(params, X, Y, eta=eta, n_steps=step - step0,
-                                                progress=progress)
+            try:
+                params, h = training.train_diagonal(params, X, Y, eta=eta,
+                                                    n_steps=step - step0, progress=progress)
+            except TrainingStopped as exc:              # keep the earlier segments too
+                part = dict(exc.partial[1], step=exc.partial[1]["step"] + step0)
+                exc.step += step0
+                exc.partial = (exc.partial[0], joined(hists + [part]) if len(part["step"])
+                               else joined(hists) if hists else part)
+                raise
             h["step"] = h["step"] + step0
             hists.append({k: v[:-1] for k, v in h.items()} if fn is not None else h)
             step0 = step
         if fn is not None:
             params = fn(params)
-    return params, {k: np.concatenate([h[k] for h in hists]) for k in hists[0]}
+    return params, joined(hists)
 
 
 def run(cfg: Config, progress=None):
@@ -126,7 +137,7 @@ def run(cfg: Config, progress=None):
         _, hist = train_with_events(params0, X, Y, eta=cfg.eta, n_steps=n_steps,
                                     events=[(step_stab, stability), (step_rob, robustness)],
                                     progress=progress)
-    except DivergenceError as exc:
+    except TrainingStopped as exc:
         error, hist = exc, exc.partial[1]
     tbar = analysis.rescaled_time(hist["step"], cfg.eta, [cfg.alpha] * len(RUNS))
     w = np.concatenate([hist["a"], hist["b"]], axis=-1)
@@ -135,7 +146,6 @@ def run(cfg: Config, progress=None):
          "alg1_plateau_loss": result.plateau_loss, "t_stability": t_stab,
          "t_robustness": cfg.robustness_tbar, "active_at_perturbation": info.get("active", [])}
     if error is not None:
-        m["diverged_step"] = error.step
         return m, result, error
     m["activation_times"] = analysis.activation_times(tbar, w, cfg.threshold)
     dev = np.max(np.abs(w - w[:, :1]), axis=-1)                       # (K, R) vs reference

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..rank_growth import analysis, data, training
 from ..spectral import singular_values
-from ..validation import DivergenceError, check_float, check_int
+from ..validation import TrainingStopped, check_float, check_int
 from . import _common
 
 NAME = "rank_growth_full"
@@ -73,7 +73,7 @@ def run(cfg: Config, progress=None):
         _, hist = training.train_full(params0, X, Y, eta=cfg.eta, n_steps=n_steps,
                                       log_every=cfg.log_every, rank_threshold=cfg.rank_threshold,
                                       progress=progress)
-    except DivergenceError as exc:
+    except TrainingStopped as exc:
         error, hist = exc, exc.partial[1]
     tbar = analysis.rescaled_time(hist["step"], cfg.eta, alphas)
     metrics = {"alphas": alphas, "n_steps": n_steps, "tbar": tbar,
@@ -82,8 +82,6 @@ def run(cfg: Config, progress=None):
     if len(hist["step"]):      # first time sigma_k > threshold, per run and k (inf: never)
         metrics["events_dM"] = analysis.activation_times(tbar, hist["sv_dM"], cfg.rank_threshold)
         metrics["events_dN"] = analysis.activation_times(tbar, hist["sv_dN"], cfg.rank_threshold)
-    if error is not None:
-        metrics["diverged_step"] = error.step
     return metrics, None, error
 
 

@@ -60,7 +60,6 @@ def run(cfg: Config, progress=None):
         m.update({f"{name}/{k}": v for k, v in hist.items()})
         m[f"{name}/V"], m[f"{name}/A"] = lin["V"][0], lin["A"][0]
         if err is not None:
-            m["diverged_step"] = err.step
             return m, inst, err
     return m, inst, None
 

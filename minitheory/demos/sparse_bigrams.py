@@ -89,7 +89,6 @@ def run(cfg: Config, progress=None):
         m.update({f"{name}/{k}": v for k, v in hist.items()})
         m[f"{name}/V"], m[f"{name}/A"] = params["V"], params["A"]
         if error is not None:
-            m["diverged_step"] = error.step
             return m, inst, error
     return m, inst, None
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..validation import DivergenceError, check_float, check_int
+from ..validation import DivergenceError, Interrupted, check_float, check_int
 from . import data, model
 from .analysis import evaluate
 
@@ -115,23 +115,30 @@ def train(seeds, dcfg: data.DataConfig, mcfg: ModelConfig, scfg: SGDConfig,
 
     log()
     error = None
-    with np.errstate(over="ignore", invalid="ignore"):
-        for t in range(1, scfg.steps + 1):
-            idx = np.stack([g.choice(scfg.n_train, scfg.batch, replace=False) for g in rngs])
-            Xb = np.take_along_axis(Xtr, idx[:, :, None, None], axis=1)   # (R, B, L, d)
-            yb = np.take_along_axis(ytr, idx, axis=1)
-            loss, grads = model._loss_and_grads(params, Xb, yb)
-            new = {k: params[k] - scfg.lr * grads[k] if k in grads else params[k] for k in params}
-            if not (np.all(np.isfinite(loss)) and
-                    all(np.all(np.isfinite(v)) for v in new.values())):
-                error = DivergenceError(
-                    f"training diverged at step {t} with learning rate lr={scfg.lr}: non-finite "
-                    f"loss or weights; reduce lr", step=t, lr=scfg.lr)
-                break
-            params = new
-            hist["train_loss"].append(loss)
-            log()
-            if progress is not None:
-                progress(t, scfg.steps)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            for t in range(1, scfg.steps + 1):
+                idx = np.stack([g.choice(scfg.n_train, scfg.batch, replace=False) for g in rngs])
+                Xb = np.take_along_axis(Xtr, idx[:, :, None, None], axis=1)   # (R, B, L, d)
+                yb = np.take_along_axis(ytr, idx, axis=1)
+                loss, grads = model._loss_and_grads(params, Xb, yb)
+                new = {k: params[k] - scfg.lr * grads[k] if k in grads else params[k]
+                       for k in params}
+                if not (np.all(np.isfinite(loss)) and
+                        all(np.all(np.isfinite(v)) for v in new.values())):
+                    error = DivergenceError(
+                        f"training diverged at step {t} with learning rate lr={scfg.lr}: "
+                        f"non-finite loss or weights; reduce lr", step=t, lr=scfg.lr)
+                    break
+                params = new
+                hist["train_loss"].append(loss)
+                log()
+                if progress is not None:
+                    progress(t, scfg.steps)
+    except KeyboardInterrupt:
+        n = len(hist["train_loss"])                 # completed steps; drop a half-logged one
+        for key in ("test_hinge", "test_error", "att_rel", "W_K"):
+            del hist[key][n + 1:]
+        error = Interrupted(step=n + 1, lr=scfg.lr)
     return TrainResult(params=params, params0=params0, history=stacked(), test=(Xte, yte, rel),
                        error=error)

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..spectral import numerical_rank, singular_values, stable_rank
-from ..validation import DivergenceError, check_float, check_int
+from ..validation import DivergenceError, Interrupted, check_float, check_int
 from . import model
 
 Progress = Callable[[int, int], None]
@@ -62,6 +62,8 @@ def gradient_descent(loss_and_grads, params: dict, X, Y, *, eta: float, n_steps,
     DivergenceError
         When a run's loss turns non-finite; ``.partial`` holds ``(params, history)`` up to the
         last finite step.
+    Interrupted
+        On Ctrl-C, with the same ``.partial``.
     """
     eta = check_float("eta", eta, low=0.0, low_open=True)
     log_every = check_int("log_every", log_every, low=1)
@@ -80,38 +82,47 @@ def gradient_descent(loss_and_grads, params: dict, X, Y, *, eta: float, n_steps,
     step_shape = lambda p: (R,) + (1,) * (p.ndim - 1)  # noqa: E731  per-run lr broadcast
     # A diverging run overflows on its way to inf; the loop detects the non-finite loss itself
     # and raises DivergenceError, so NumPy's warnings would only be noise.
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for step in range(total + 1):
-            # Runs past their budget are frozen: evaluate only the runs still moving (or at
-            # their last step).
-            live = np.flatnonzero(step <= n_steps)
-            if live.size == R:
-                loss, grads = loss_and_grads(params, X, Y)
-            else:
-                loss = loss.copy()
-                loss[live], g_live = loss_and_grads({k: v[live] for k, v in params.items()}, X, Y)
-                grads = {k: np.zeros_like(v) for k, v in params.items()}
-                for k in grads:
-                    grads[k][live] = g_live[k]
-            if not np.all(np.isfinite(loss)):
-                bad = np.flatnonzero(~np.isfinite(loss)).tolist()
-                raise DivergenceError(
-                    f"loss became non-finite at step {step} (runs {bad}) with learning rate "
-                    f"eta={eta}; reduce eta", step=step, lr=eta, partial=(params, history()))
-            last = step == total
-            new = lr = None
-            if not last:
-                lr = np.where(step < n_steps, eta, 0.0)          # frozen runs take no step
-                new = {k: p - lr.reshape(step_shape(p)) * grads[k] for k, p in params.items()}
-            if step % log_every == 0 or last:
-                logs["step"].append(step)
-                logs["loss"].append(loss)
-                for k, v in observe(params, grads, new, lr).items():
-                    logs.setdefault(k, []).append(v)
-            if progress is not None:
-                progress(step, total)
-            if not last:
-                params = new
+    step = 0
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for step in range(total + 1):
+                # Runs past their budget are frozen: evaluate only the runs still moving (or
+                # at their last step).
+                live = np.flatnonzero(step <= n_steps)
+                if live.size == R:
+                    loss, grads = loss_and_grads(params, X, Y)
+                else:
+                    loss = loss.copy()
+                    loss[live], g_live = loss_and_grads({k: v[live] for k, v in params.items()},
+                                                        X, Y)
+                    grads = {k: np.zeros_like(v) for k, v in params.items()}
+                    for k in grads:
+                        grads[k][live] = g_live[k]
+                if not np.all(np.isfinite(loss)):
+                    bad = np.flatnonzero(~np.isfinite(loss)).tolist()
+                    raise DivergenceError(
+                        f"loss became non-finite at step {step} (runs {bad}) with learning rate "
+                        f"eta={eta}; reduce eta", step=step, lr=eta, partial=(params, history()))
+                last = step == total
+                new = lr = None
+                if not last:
+                    lr = np.where(step < n_steps, eta, 0.0)      # frozen runs take no step
+                    new = {k: p - lr.reshape(step_shape(p)) * grads[k] for k, p in params.items()}
+                if step % log_every == 0 or last:
+                    logs["step"].append(step)
+                    logs["loss"].append(loss)
+                    for k, v in observe(params, grads, new, lr).items():
+                        logs.setdefault(k, []).append(v)
+                if progress is not None:
+                    progress(step, total)
+                if not last:
+                    params = new
+    except KeyboardInterrupt:
+        # keep what was logged; drop a half-logged step so every array has the same length
+        n = min(len(v) for v in logs.values())
+        for v in logs.values():
+            del v[n:]
+        raise Interrupted(step=step, lr=eta, partial=(params, history())) from None
     return params, history()
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..validation import DivergenceError, check_float, check_int
+from ..validation import DivergenceError, Interrupted, check_float, check_int
 from . import data
 from .model import sigma_inner
 
@@ -113,6 +113,11 @@ class Schedule:
                 raise ValueError(f"{name} must be >= 1 or inf, got {b}")
         check_float("lam", self.lam, low=0.0)
         check_int("tau", self.tau, low=0)
+
+
+def schedule_lr(s: Schedule) -> float:
+    """The step size that governs stability: ``eta_A`` (two-stage) or ``eta_sgd``."""
+    return s.eta_A if s.kind == "two_stage" else s.eta_sgd
 
 
 def defaults_for(N: int) -> dict:
@@ -290,39 +295,49 @@ def simulate(inst: LargeInstance, runs: dict, *, steps: int, rng: np.random.Gene
     noise = NoiseSource(rng)
     hist: dict = {name: {} for name in runs}
     error = None
-    with np.errstate(over="ignore", invalid="ignore"):
-        for it in range(steps + 1):
-            stats = {name: column_stats(A, inst.q) for name, (V, A) in state.items()}
-            for name, (V, A) in state.items():
-                if not (np.all(np.isfinite(V)) and all(np.all(np.isfinite(x)) for x in stats[name])):
-                    sch = schedules[name]
-                    lr = sch.eta_A if sch.kind == "two_stage" else sch.eta_sgd
-                    error = DivergenceError(f"run {name!r} ({sch.kind}) became non-finite after "
-                                            f"step {it - 1} with learning rate {lr:g}; reduce it",
-                                            step=it - 1, lr=lr)
-            if error is not None:
-                break
-            for name in runs:
-                V, A = state[name]
-                h = hist[name]
-                for k, v in metrics(V, A, stats[name], inst).items():
-                    h.setdefault(k, []).append(v)
-                h.setdefault("step", []).append(it)
-                if reference is not None:          # ||A - A_ref||^2 = |A|^2 - 2<A, A_ref> + |A_ref|^2
-                    Vr, Ar = state["reference"]
-                    D = V - Vr
-                    cross = np.einsum("tk,tk->k", A, Ar)             # one pass
-                    d2 = inst.mu @ (stats[name][0] - 2 * cross + stats["reference"][0])
-                    h.setdefault("ref_dist_V", []).append(np.sqrt(np.einsum("ij,ij,j->", D, D, inst.mu)))
-                    h.setdefault("ref_dist_A", []).append(np.sqrt(max(d2, 0.0)))
-            if it == steps:
-                break
-            Xi_mean = Xi_V = None
-            if any((sch.B1 if it < sch.tau else sch.B2) != np.inf for sch in schedules.values()):
-                Xi_mean = noise.fill(Xi)
-                Xi_V = rng.standard_normal((N, N))
-            for name, (V, A) in state.items():
-                _step(schedules[name], V, A, it, stats[name], inst, G, Xi, Xi_mean, Xi_V)
-            if progress is not None:
-                progress(it + 1, steps)
+    it = 0
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            for it in range(steps + 1):
+                stats = {name: column_stats(A, inst.q) for name, (V, A) in state.items()}
+                for name, (V, A) in state.items():
+                    if not (np.all(np.isfinite(V))
+                            and all(np.all(np.isfinite(x)) for x in stats[name])):
+                        sch = schedules[name]
+                        lr = schedule_lr(sch)
+                        error = DivergenceError(
+                            f"run {name!r} ({sch.kind}) became non-finite after step {it - 1} "
+                            f"with learning rate {lr:g}; reduce it", step=it - 1, lr=lr)
+                if error is not None:
+                    break
+                for name in runs:
+                    V, A = state[name]
+                    h = hist[name]
+                    for k, v in metrics(V, A, stats[name], inst).items():
+                        h.setdefault(k, []).append(v)
+                    h.setdefault("step", []).append(it)
+                    if reference is not None:   # |A - A_ref|^2 = |A|^2 - 2<A, A_ref> + |A_ref|^2
+                        Vr, Ar = state["reference"]
+                        D = V - Vr
+                        cross = np.einsum("tk,tk->k", A, Ar)             # one pass
+                        d2 = inst.mu @ (stats[name][0] - 2 * cross + stats["reference"][0])
+                        h.setdefault("ref_dist_V", []).append(
+                            np.sqrt(np.einsum("ij,ij,j->", D, D, inst.mu)))
+                        h.setdefault("ref_dist_A", []).append(np.sqrt(max(d2, 0.0)))
+                if it == steps:
+                    break
+                Xi_mean = Xi_V = None
+                if any((sch.B1 if it < sch.tau else sch.B2) != np.inf for sch in schedules.values()):
+                    Xi_mean = noise.fill(Xi)
+                    Xi_V = rng.standard_normal((N, N))
+                for name, (V, A) in state.items():
+                    _step(schedules[name], V, A, it, stats[name], inst, G, Xi, Xi_mean, Xi_V)
+                if progress is not None:
+                    progress(it + 1, steps)
+    except KeyboardInterrupt:
+        for h in hist.values():                      # drop a half-logged entry
+            n = min(len(v) for v in h.values()) if h else 0
+            for v in h.values():
+                del v[n:]
+        error = Interrupted(step=it, lr=schedule_lr(next(iter(runs.values()))))
     return {name: {k: np.asarray(v) for k, v in h.items()} for name, h in hist.items()}, error

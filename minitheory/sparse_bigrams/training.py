@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..primitives import softmax
-from ..validation import DivergenceError, check_float, check_int
+from ..validation import DivergenceError, Interrupted, check_float, check_int
 from . import analysis, data, model
 
 NORMALIZE = ("balance", "v_cols", "a_cols", "none")
@@ -163,21 +163,28 @@ def train(inst: data.Instance, method: Method, seeds, *, steps: int, batch: int 
             hist.setdefault(key, []).append(v)
 
     log(0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for it in range(steps):
-            batches = [data.sample(g, inst, batch) for g in rngs]
-            xs, k, xo = (np.stack([b[i] for b in batches]) for i in range(3))
-            loss, new, lr = _step(params, xs, k, xo, it, method, mu)
-            if not all(np.all(np.isfinite(v)) for v in (loss, *new.values())):
-                error = DivergenceError(
-                    f"{method.label} diverged at step {it} with learning rate {lr:g}: non-finite "
-                    f"loss or weights; reduce the learning rate", step=it, lr=lr)
-                break
-            params = new
-            if (it + 1) % log_every == 0 or it + 1 == steps:
-                log(it + 1)
-            if progress is not None:
-                progress(it + 1, steps)
+    it = 0
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            for it in range(steps):
+                batches = [data.sample(g, inst, batch) for g in rngs]
+                xs, k, xo = (np.stack([b[i] for b in batches]) for i in range(3))
+                loss, new, lr = _step(params, xs, k, xo, it, method, mu)
+                if not all(np.all(np.isfinite(v)) for v in (loss, *new.values())):
+                    error = DivergenceError(
+                        f"{method.label} diverged at step {it} with learning rate {lr:g}: "
+                        f"non-finite loss or weights; reduce the learning rate", step=it, lr=lr)
+                    break
+                params = new
+                if (it + 1) % log_every == 0 or it + 1 == steps:
+                    log(it + 1)
+                if progress is not None:
+                    progress(it + 1, steps)
+    except KeyboardInterrupt:
+        n = min(len(v) for v in hist.values())      # drop a half-logged entry
+        for v in hist.values():
+            del v[n:]
+        error = Interrupted(step=it, lr=method.eta1 if method.kind == "two_stage" else method.eta)
     return params, {key: np.asarray(v) for key, v in hist.items()}, error
 
 
