@@ -168,3 +168,31 @@ def test_sparse_bigrams_divergence_keeps_metrics(tmp_path, capsys):
     assert sparse_bigrams.main(argv) == 1
     assert "diverged at step" in capsys.readouterr().err
     assert "proposed/dist_A" in load_metrics(tmp_path)
+
+
+@pytest.mark.parametrize("demo", list(TINY), ids=lambda m: m.NAME)
+def test_replot_redraws_from_saved_metrics_without_training(demo, tmp_path, monkeypatch, capsys):
+    assert demo.main(TINY[demo] + ["--out", str(tmp_path)]) == 0
+    first = capsys.readouterr().out
+    for name in PNGS[demo]:
+        (tmp_path / f"{name}.png").unlink()
+    monkeypatch.setattr(demo, "run", lambda *a, **k: pytest.fail("--replot must not train"))
+    assert demo.main(["--replot", "--out", str(tmp_path)]) == 0
+    again = capsys.readouterr().out
+    for name in PNGS[demo]:
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+    # the printed report is the same, recomputed from the saved metrics
+    report = lambda text: [line for line in text.splitlines()  # noqa: E731
+                           if not line.startswith(("saved", "redrew", "timings"))]
+    assert report(again) == report(first)
+
+
+def test_replot_needs_a_completed_run(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as info:
+        rank_growth.main(["--replot", "--out", str(tmp_path)])
+    assert info.value.code == 2 and "run the demo with --out" in capsys.readouterr().err
+    _CtrlC.calls = 0
+    monkeypatch.setattr(_common, "Progress", _CtrlC)
+    assert rank_growth.main(TINY[rank_growth] + ["--out", str(tmp_path)]) == 130
+    assert rank_growth.main(["--replot", "--out", str(tmp_path)]) == 1
+    assert "stopped early (interrupted" in capsys.readouterr().err

@@ -40,7 +40,8 @@ def parse(config_cls, argv, *, prog: str, description: str, default_out: str):
     Every dataclass field becomes ``--field-name`` with its default shown in ``--help``; a
     config that fails validation exits with status 2 and the validator's message.
 
-    Returns ``(config, out: Path, show: bool)``. Also calls :func:`tune_allocator`.
+    Returns ``(config, out: Path, show: bool, replot: bool)``; with ``--replot`` the config is
+    the one saved in ``out/config.json``. Also calls :func:`tune_allocator`.
     """
     tune_allocator()
     parser = argparse.ArgumentParser(prog=prog, description=description,
@@ -53,14 +54,23 @@ def parse(config_cls, argv, *, prog: str, description: str, default_out: str):
     parser.add_argument("--out", type=Path, default=Path(default_out),
                         help="folder for config.json, metrics.npz and the figures")
     parser.add_argument("--show", action="store_true", help="also open the figures in windows")
+    parser.add_argument("--replot", action="store_true",
+                        help="redraw the figures from config.json and metrics.npz in --out, "
+                             "without training")
     ns = vars(parser.parse_args(argv))
-    out, show = ns.pop("out"), ns.pop("show")
+    out, show, replot = ns.pop("out"), ns.pop("show"), ns.pop("replot")
+    if replot:
+        path = Path(out) / "config.json"
+        if not path.exists() or not (Path(out) / "metrics.npz").exists():
+            parser.error(f"--replot needs config.json and metrics.npz in --out {out}; run the "
+                         f"demo with --out {out} first")
+        ns = json.loads(path.read_text())
     ns = {k: tuple(v) if isinstance(v, list) else v for k, v in ns.items()}
     try:
         config = config_cls(**ns)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
-    return config, out, show
+    return config, out, show, replot
 
 
 def tune_allocator() -> bool:
@@ -163,6 +173,22 @@ def _fmt(c) -> str:
     return str(c)
 
 
+def _replot(demo, cfg, out: Path, show: bool) -> int:
+    """Print the report and redraw the figures from the metrics saved in ``out``."""
+    metrics = load_metrics(out)
+    if "stopped_reason" in metrics:
+        print(f"error: the run saved in {out} stopped early ({metrics['stopped_reason']} at step "
+              f"{int(metrics['stopped_step'])}); --replot needs a completed run", file=sys.stderr)
+        return 1
+    context = demo.context(metrics) if hasattr(demo, "context") else None
+    print(demo.report(cfg, metrics, context))
+    paths = demo.plot(cfg, metrics, context, out, show)
+    print(f"redrew {', '.join(p.name for p in paths)} in {out} from metrics.npz")
+    if show:
+        pyplot(show).show()
+    return 0
+
+
 def demo_main(demo, argv) -> int:
     """Parse the CLI of ``demo`` (a module, see above), run it, save, print, plot.
 
@@ -170,9 +196,12 @@ def demo_main(demo, argv) -> int:
     when Ctrl-C stopped it. In both cases the metrics computed before are saved, with
     ``stopped_step`` and ``stopped_reason``.
     """
-    cfg, out, show = parse(demo.Config, argv, prog=f"python -m minitheory.demos.{demo.NAME}",
-                           description=demo.__doc__.split("\n\n")[0],
-                           default_out=f"out/{demo.NAME}")
+    cfg, out, show, replot = parse(demo.Config, argv,
+                                   prog=f"python -m minitheory.demos.{demo.NAME}",
+                                   description=demo.__doc__.split("\n\n")[0],
+                                   default_out=f"out/{demo.NAME}")
+    if replot:
+        return _replot(demo, cfg, out, show)
     t0 = time.perf_counter()
     metrics, context, error = demo.run(cfg, progress=Progress("training"))
     if error is not None:

@@ -112,6 +112,11 @@ def run(cfg: Config, progress=None):
     return m, timings, None
 
 
+def context(m: dict):
+    """The timings, from saved metrics (for ``--replot``)."""
+    return {k[len("timing/"):]: float(v) for k, v in m.items() if k.startswith("timing/")}
+
+
 def report(cfg: Config, m: dict, timings) -> str:
     """Per N and run: distances at the switch and at the end, steps and samples to recovery."""
     rows = []

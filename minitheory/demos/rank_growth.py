@@ -85,12 +85,14 @@ def run(cfg: Config, progress=None):
         "rank_a": analysis.perturbation_rank(hist["a"], a0, atol=cfg.threshold),
         "rank_b": analysis.perturbation_rank(hist["b"], b0, atol=cfg.threshold),
         "activation_times": analysis.activation_times(tbar, w, cfg.threshold),
-        "alg1_times": result.times, "alg1_coordinate": result.coordinate,
-        "alg1_plateau_w": result.plateau_w, "alg1_plateau_loss": result.plateau_loss,
-        "alg1_loss0": result.loss0, "alg1_margin": result.margin,
-        "alg1_stationarity": result.stationarity,
+        **result.to_metrics(),
     }
     return metrics, result, error
+
+
+def context(m: dict):
+    """Algorithm 1's result, rebuilt from saved metrics (for ``--replot``)."""
+    return incremental.IncrementalResult.from_metrics(m)
 
 
 def report(cfg: Config, m: dict, result) -> str:

@@ -141,9 +141,8 @@ def run(cfg: Config, progress=None):
         error, hist = exc, exc.partial[1]
     tbar = analysis.rescaled_time(hist["step"], cfg.eta, [cfg.alpha] * len(RUNS))
     w = np.concatenate([hist["a"], hist["b"]], axis=-1)
-    m = {"tbar": tbar, "loss": hist["loss"], "w": w, "alg1_times": result.times,
-         "alg1_coordinate": result.coordinate, "alg1_plateau_w": result.plateau_w,
-         "alg1_plateau_loss": result.plateau_loss, "t_stability": t_stab,
+    m = {"tbar": tbar, "loss": hist["loss"], "w": w, **result.to_metrics(),
+         "t_stability": t_stab,
          "t_robustness": cfg.robustness_tbar, "active_at_perturbation": info.get("active", [])}
     if error is not None:
         return m, result, error
@@ -157,6 +156,11 @@ def run(cfg: Config, progress=None):
     m["i_before_next"] = int(np.searchsorted(tbar[:, 0], t_next) - 1)
     m["i_stab"], m["i_rob"] = int(i_stab), int(i_end)
     return m, result, None
+
+
+def context(m: dict):
+    """Algorithm 1's result, rebuilt from saved metrics (for ``--replot``)."""
+    return incremental.IncrementalResult.from_metrics(m)
 
 
 def report(cfg: Config, m: dict, result) -> str:

@@ -64,6 +64,11 @@ def run(cfg: Config, progress=None):
     return m, inst, None
 
 
+def context(m: dict):
+    """The task, rebuilt from saved metrics (for ``--replot``)."""
+    return data.check_instance(m["P"], m["mu"], m["Q_star"])
+
+
 def report(cfg: Config, m: dict, inst) -> str:
     """Final distances to the truth and between the two models."""
     mu = inst.mu

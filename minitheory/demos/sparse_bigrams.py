@@ -93,6 +93,11 @@ def run(cfg: Config, progress=None):
     return m, inst, None
 
 
+def context(m: dict):
+    """The task, rebuilt from saved metrics (for ``--replot``)."""
+    return data.check_instance(m["P"], m["mu"], m["Q_star"])
+
+
 def report(cfg: Config, m: dict, inst) -> str:
     """Final distances, signals and support per method; steps and samples to recovery."""
     rows = []

@@ -29,7 +29,7 @@ reached in (B) are part of the result.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -69,6 +69,17 @@ class IncrementalResult:
     def names(self) -> list[str]:
         """Coordinate names per stage, e.g. ``["b0", "a0", ...]``."""
         return [coordinate_name(i, self.d) for i in self.coordinate]
+
+    def to_metrics(self, prefix: str = "alg1_") -> dict:
+        """The result as named arrays (for ``metrics.npz``); :meth:`from_metrics` reverses it."""
+        return {prefix + f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_metrics(cls, m: dict, prefix: str = "alg1_") -> "IncrementalResult":
+        """Rebuild a result saved with :meth:`to_metrics`."""
+        values = {f.name: m[prefix + f.name] for f in fields(cls)}
+        values["loss0"], values["n_evals"] = float(values["loss0"]), int(values["n_evals"])
+        return cls(**values)
 
     def staircase(self, tbar) -> np.ndarray:
         r"""Predicted loss at rescaled times ``tbar``: :math:`\tilde L(w^k)` on :math:`[\bar t_k, \bar t_{k+1})`."""
