@@ -33,8 +33,7 @@ import numpy as np
 
 from .demos._common import format_table, tune_allocator
 
-DEMOS = ("rank_growth", "rank_growth_full", "rank_growth_assumptions", "lowrank_sparse",
-         "sparse_bigrams", "bigram_transfer", "softmax_vs_linear", "bigram_scale")
+from .demos.__main__ import DEMOS
 
 
 def timeit(fn, repeats: int, min_time: float = 0.2) -> float:

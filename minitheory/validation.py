@@ -99,3 +99,41 @@ def check_array(name: str, value, *, ndim: int | tuple[int, ...] | None = None,
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must contain only finite values")
     return arr
+
+
+def check_types(config) -> None:
+    """Check every field of a dataclass ``config`` against its annotation.
+
+    ``int``, ``float``, ``bool``, ``str`` and ``tuple[X, ...]`` fields are checked (a list is
+    accepted for a tuple); a mismatch raises ``TypeError`` naming the field. Ranges are left to
+    the config's own ``__post_init__``.
+    """
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        tp, value = hints[f.name], getattr(config, f.name)
+        if typing.get_origin(tp) is tuple:
+            if not isinstance(value, (tuple, list)):
+                raise TypeError(f"{f.name} must be a sequence, got {type(value).__name__} {value!r}")
+            item = typing.get_args(tp)[0]
+            for i, v in enumerate(value):
+                _check_type(f"{f.name}[{i}]", v, item)
+        else:
+            _check_type(f.name, value, tp)
+
+
+def _check_type(name: str, value, tp) -> None:
+    if tp is bool:
+        ok = isinstance(value, (bool, np.bool_))
+    elif tp is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    elif tp is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    elif tp is str:
+        ok = isinstance(value, str)
+    else:
+        return
+    if not ok:
+        raise TypeError(f"{name} must be of type {tp.__name__}, got {type(value).__name__} {value!r}")

@@ -70,8 +70,8 @@ def test_help_and_bad_arguments(demo, capsys):
 
 
 def test_rank_growth_rejects_bad_alphas_and_mismatched_teacher(capsys):
-    for argv, match in ((["--alphas", "1e-2", "1.5"], "alpha must be in"),
-                        (["--alphas", "0"], "alpha must be in"),
+    for argv, match in ((["--alphas", "1e-2", "1.5"], "alphas[1] must be in"),
+                        (["--alphas", "0"], "alphas[0] must be in"),
                         (["--d", "3"], "a_star must have shape"),
                         (["--detail-alpha", "1e-3"], "detail_alpha must be one of")):
         with pytest.raises(SystemExit):
@@ -138,8 +138,8 @@ def test_out_folder_keeps_files_that_are_not_the_demos(tmp_path):
 def test_lowrank_sparse_rejects_bad_settings(capsys):
     for argv, match in ((["--M", "1"], "M must be in"), (["--M", "30"], "M must be in"),
                         (["--n-rel", "15", "--n-conf", "6"], "n_rel + n_conf must be <= L"),
-                        (["--prune-rates", "0", "1.5"], "prune rate must be in"),
-                        (["--ranks", "21"], "rank must be in"),
+                        (["--prune-rates", "0", "1.5"], "prune_rates[1] must be in"),
+                        (["--ranks", "21"], "ranks[0] must be in"),
                         (["--sigma", "nan"], "sigma must be finite")):
         with pytest.raises(SystemExit):
             lowrank_sparse.main(argv)
@@ -156,7 +156,7 @@ def test_lowrank_sparse_divergence_keeps_metrics(tmp_path, capsys):
 def test_sparse_bigrams_rejects_bad_settings(capsys):
     for argv, match in ((["--Q", "60"], "Q must be in"), (["--N", "1"], "N must be in"),
                         (["--normalize", "rows"], "normalize must be one of"),
-                        (["--sgd-etas", "-1"], "sgd eta must be in"),
+                        (["--sgd-etas", "-1"], "sgd_etas[0] must be in"),
                         (["--lam", "nan"], "lam must be finite")):
         with pytest.raises(SystemExit):
             sparse_bigrams.main(argv)
@@ -196,3 +196,19 @@ def test_replot_needs_a_completed_run(tmp_path, monkeypatch, capsys):
     assert rank_growth.main(TINY[rank_growth] + ["--out", str(tmp_path)]) == 130
     assert rank_growth.main(["--replot", "--out", str(tmp_path)]) == 1
     assert "stopped early (interrupted" in capsys.readouterr().err
+
+
+def test_demo_index_lists_every_demo_and_runs_them_all(tmp_path, monkeypatch, capsys):
+    from minitheory.demos import __main__ as index
+    assert index.main([]) == 0
+    out = capsys.readouterr().out
+    for name in index.DEMOS:
+        assert name in out
+    calls = []
+    for name in index.DEMOS:
+        module = __import__(f"minitheory.demos.{name}", fromlist=["main"])
+        monkeypatch.setattr(module, "main", lambda argv, name=name: calls.append((name, argv)) or 0)
+    assert index.main(["--all", "--out", str(tmp_path), "--skip", "bigram_scale"]) == 0
+    assert [c[0] for c in calls] == [n for n in index.DEMOS if n != "bigram_scale"]
+    assert calls[0][1] == ["--out", str(tmp_path / "rank_growth")]
+    assert "[1/7] rank_growth" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..sparse_bigrams import population as pop
-from ..validation import check_int
+from ..validation import check_float, check_int, check_types
 from . import _common
 
 NAME = "bigram_scale"
@@ -42,15 +42,17 @@ class Config:
     level: float = field(default=0.1, metadata={"help": "distance counted as recovery"})
 
     def __post_init__(self):
+        check_types(self)
         check_int("seed", self.seed, low=0)
         if not self.Ns:
             raise ValueError("Ns must hold at least one vocabulary size")
-        for N in self.Ns:
-            check_int("N", N, low=2)
+        for i, N in enumerate(self.Ns):
+            check_int(f"Ns[{i}]", N, low=2)
         check_int("T", self.T, low=1)
         check_int("Q", self.Q, low=1, high=self.T)
         check_int("steps", self.steps, low=0)
         check_int("tau", self.tau, low=0)
+        check_float("level", self.level, low=0.0, low_open=True)
 
     def sizes(self):
         """``[(N, T, steps)]`` to run."""

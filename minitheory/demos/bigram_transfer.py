@@ -1,5 +1,5 @@
-"""Transfer: finetuning a pretrained linear transformer skips the sample-intensive first stage
-(Ren, Wang, Lee 2024, Sec. 5; figure S5 at sampled batches).
+"""Transfer: finetuning from a task with the same attention pattern skips the sample-intensive
+first stage (Ren, Wang, Lee 2024, Sec. 5; figure S5 at sampled batches).
 
 Draws a downstream SCB task and two correlated pretraining tasks: one shares the attention
 pattern Q* (new transition P with the same stationary distribution), one shares P (new Q').
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..sparse_bigrams import data, model, training
-from ..validation import check_float, check_int
+from ..validation import check_float, check_int, check_types
 from . import _common
 
 NAME = "bigram_transfer"
@@ -42,6 +42,7 @@ class Config:
     level: float = field(default=0.1, metadata={"help": "distance counted as recovery"})
 
     def __post_init__(self):
+        check_types(self)
         check_int("seed", self.seed, low=0)
         check_int("N", self.N, low=2)
         check_int("T", self.T, low=1)

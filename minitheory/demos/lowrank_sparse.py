@@ -19,7 +19,7 @@ import numpy as np
 
 from ..lowrank_sparse import analysis, data, model, training
 from ..spectral import energy_share, singular_values
-from ..validation import check_float, check_int
+from ..validation import check_float, check_int, check_types
 from . import _common
 
 NAME = "lowrank_sparse"
@@ -57,17 +57,18 @@ class Config:
                                                         "a pruning cost"})
 
     def __post_init__(self):
+        check_types(self)
         check_int("seed", self.seed, low=0)
         check_int("seeds", self.seeds, low=1, high=256)
         self.data_config(), self.model_config(), self.sgd_config()     # validate the parts
         if not self.ranks or not self.spectra_steps or not self.prune_rates:
             raise ValueError("ranks, spectra_steps and prune_rates must each be non-empty")
-        for r in self.ranks:
-            check_int("rank", r, low=0, high=self.d)
-        for t in self.spectra_steps:
-            check_int("spectra step", t, low=1, high=max(self.steps, 1))
-        for rate in self.prune_rates:
-            check_float("prune rate", rate, low=0.0, high=1.0)
+        for i, r in enumerate(self.ranks):
+            check_int(f"ranks[{i}]", r, low=0, high=self.d)
+        for i, t in enumerate(self.spectra_steps):
+            check_int(f"spectra_steps[{i}]", t, low=1, high=max(self.steps, 1))
+        for i, rate in enumerate(self.prune_rates):
+            check_float(f"prune_rates[{i}]", rate, low=0.0, high=1.0)
         check_int("n_random", self.n_random, low=1)
         check_float("cost", self.cost, low=0.0, low_open=True)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..rank_growth import analysis, data, incremental, training
-from ..validation import TrainingStopped, check_array, check_float, check_int
+from ..validation import TrainingStopped, check_array, check_float, check_int, check_types
 from . import _common
 
 NAME = "rank_growth"
@@ -44,6 +44,7 @@ class Config:
                                                              "counts as active"})
 
     def __post_init__(self):
+        check_types(self)
         check_int("seed", self.seed, low=0)
         for name in ("n_seq", "n_tokens", "d"):
             check_int(name, getattr(self, name), low=1)

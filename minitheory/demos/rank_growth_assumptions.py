@@ -21,7 +21,7 @@ import numpy as np
 
 from ..rank_growth import analysis, data, incremental, training
 from ..rank_growth.model import DIAG_KEYS
-from ..validation import TrainingStopped, check_float, check_int
+from ..validation import TrainingStopped, check_float, check_int, check_types
 from . import _common
 
 NAME = "rank_growth_assumptions"
@@ -51,6 +51,7 @@ class Config:
                                                              "is active"})
 
     def __post_init__(self):
+        check_types(self)
         check_int("seed", self.seed, low=0)
         check_int("n_seq", self.n_seq, low=1)
         check_int("n_tokens", self.n_tokens, low=1)

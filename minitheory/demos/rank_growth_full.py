@@ -17,7 +17,7 @@ import numpy as np
 
 from ..rank_growth import analysis, data, training
 from ..spectral import singular_values
-from ..validation import TrainingStopped, check_float, check_int
+from ..validation import TrainingStopped, check_float, check_int, check_types
 from . import _common
 
 NAME = "rank_growth_full"
@@ -43,14 +43,15 @@ class Config:
     log_every: int = field(default=1, metadata={"help": "log the spectra every k steps"})
 
     def __post_init__(self):
+        check_types(self)
         check_int("seed", self.seed, low=0)
         check_int("n_seq", self.n_seq, low=1)
         check_int("n_tokens", self.n_tokens, low=1)
         check_int("d", self.d, low=3)
         if len(self.alphas) == 0:
             raise ValueError("alphas must hold at least one init scale")
-        for al in self.alphas:
-            check_float("alpha", al, low=0.0, high=1.0, low_open=True)
+        for i, al in enumerate(self.alphas):
+            check_float(f"alphas[{i}]", al, low=0.0, high=1.0, low_open=True)
         check_float("eta", self.eta, low=0.0, low_open=True)
         check_float("tbar_max", self.tbar_max, low=0.0, low_open=True, high=100.0)
         check_int("steps_alpha_one", self.steps_alpha_one, low=1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..sparse_bigrams import data, model, training
-from ..validation import check_float, check_int
+from ..validation import check_float, check_int, check_types
 from . import _common
 
 NAME = "softmax_vs_linear"
@@ -36,6 +36,7 @@ class Config:
     log_every: int = field(default=20, metadata={"help": "log metrics every k steps"})
 
     def __post_init__(self):
+        check_types(self)
         check_int("seed", self.seed, low=0)
         check_int("N", self.N, low=2)
         check_int("T", self.T, low=1)

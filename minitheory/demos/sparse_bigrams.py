@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..sparse_bigrams import data, training
-from ..validation import check_float, check_int
+from ..validation import check_float, check_int, check_types
 from . import _common
 
 NAME = "sparse_bigrams"
@@ -49,6 +49,7 @@ class Config:
     level: float = field(default=0.1, metadata={"help": "distance counted as recovery"})
 
     def __post_init__(self):
+        check_types(self)
         check_int("seed", self.seed, low=0)
         check_int("seeds", self.seeds, low=1, high=64)
         check_int("N", self.N, low=2)
@@ -61,8 +62,8 @@ class Config:
         self.method()
         if not self.sgd_etas:
             raise ValueError("sgd_etas must hold at least one learning rate")
-        for eta in self.sgd_etas:
-            check_float("sgd eta", eta, low=0.0, low_open=True)
+        for i, eta in enumerate(self.sgd_etas):
+            check_float(f"sgd_etas[{i}]", eta, low=0.0, low_open=True)
 
     def method(self, normalize: str | None = None) -> training.Method:
         return training.Method(tau=self.tau, eta1=self.eta1, eta2=self.eta2,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..validation import check_float, check_int
+from ..validation import check_float, check_int, check_types
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class DataConfig:
     sigma: float = 0.05
 
     def __post_init__(self):
+        check_types(self)
         check_int("d", self.d, low=1)
         check_int("M", self.M, low=2, high=self.d)
         check_int("L", self.L, low=1)

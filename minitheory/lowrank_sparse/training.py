@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..validation import DivergenceError, Interrupted, check_float, check_int
+from ..validation import DivergenceError, Interrupted, check_float, check_int, check_types
 from . import data, model
 from .analysis import evaluate
 
@@ -35,6 +35,7 @@ class ModelConfig:
     shared_a: bool = False
 
     def __post_init__(self):
+        check_types(self)
         check_int("m", self.m, low=1)
         check_float("xi", self.xi, low=0.0, low_open=True)
 
@@ -50,6 +51,7 @@ class SGDConfig:
     n_test: int = 1000
 
     def __post_init__(self):
+        check_types(self)
         check_int("batch", self.batch, low=1)
         check_float("lr", self.lr, low=0.0, low_open=True)
         check_int("steps", self.steps, low=0)

@@ -73,8 +73,8 @@ def check_alphas(alphas) -> np.ndarray:
     alphas = check_array("alphas", alphas, ndim=1)
     if alphas.size == 0:
         raise ValueError("alphas must hold at least one init scale")
-    for al in alphas:
-        check_float("alpha", al, low=0.0, high=1.0, low_open=True, high_open=True)
+    for i, al in enumerate(alphas):
+        check_float(f"alphas[{i}]", al, low=0.0, high=1.0, low_open=True, high_open=True)
     return alphas
 
 

@@ -117,27 +117,31 @@ def softmax_loss_and_grads(params: dict, xs, k, xo):
     ``params``: ``"V"`` ``(N, N)``, ``"W"`` ``(T, N)`` (optional run axis); batches as in
     :func:`loss_and_grads`. Returns ``(loss, {"V", "W"})``.
     """
-    if not isinstance(params, dict) or "W" not in params:
-        raise ValueError("params must be a dict with keys ['V', 'W']")
-    runs, xs, k, xo, squeeze = check_inputs({"V": params["V"], "A": params["W"]}, xs, k, xo)
-    loss, grads = _softmax_loss_and_grads({"V": runs["V"], "W": runs["A"]}, xs, k, xo)
+    runs, xs, k, xo, squeeze = check_inputs(params, xs, k, xo, second="W")
+    loss, grads = _softmax_loss_and_grads(runs, xs, k, xo)
     if squeeze:
         return float(loss[0]), {kk: v[0] for kk, v in grads.items()}
     return loss, grads
 
 
-def check_inputs(params, xs, k, xo):
-    """Validate; returns ``(params, xs, k, xo, squeeze)`` with a run axis added."""
-    if not isinstance(params, dict) or any(key not in params for key in KEYS):
-        raise ValueError(f"params must be a dict with keys {list(KEYS)}")
+def check_inputs(params, xs, k, xo, second: str = "A"):
+    """Validate; returns ``(params, xs, k, xo, squeeze)`` with a run axis added. ``second`` is
+    the name of the attention parameter: ``"A"`` (linear) or ``"W"`` (softmax)."""
+    if not isinstance(params, dict) or any(key not in params for key in ("V", second)):
+        raise ValueError(f"params must be a dict with keys ['V', '{second}']")
     V = check_array("params['V']", params["V"], ndim=(2, 3))
     squeeze = V.ndim == 2
-    A = check_array("params['A']", params["A"], ndim=V.ndim)
+    A = check_array(f"params['{second}']", params[second], ndim=(2, 3))
+    if A.ndim != V.ndim:
+        raise ValueError(f"params['V'] {V.shape} and params['{second}'] {A.shape} must both have "
+                         f"a run axis or neither: V is (N, N) or (R, N, N), {second} is (T, N) "
+                         f"or (R, T, N)")
     V, A = (V[None], A[None]) if squeeze else (V, A)
     R, N = V.shape[0], V.shape[-1]
     if V.shape != (R, N, N) or A.shape[0] != R or A.shape[-1] != N:
-        raise ValueError(f"params['V'] must be (N, N) and params['A'] (T, N) with the same N "
-                         f"(and run axis); got {params['V'].shape} and {params['A'].shape}")
+        raise ValueError(f"params['V'] must be (N, N) and params['{second}'] (T, N) with the same "
+                         f"N (and run axis); got {np.shape(params['V'])} and "
+                         f"{np.shape(params[second])}")
     T = A.shape[1]
     lead = () if squeeze else (R,)
     arrays = []
@@ -156,7 +160,7 @@ def check_inputs(params, xs, k, xo):
     if not (xs.shape[1] == k.shape[1] == xo.shape[1] >= 1):
         raise ValueError(f"xs, k and xo must hold the same number B >= 1 of samples, got "
                          f"{xs.shape[1]}, {k.shape[1]}, {xo.shape[1]}")
-    return {"V": V, "A": A}, xs, k, xo, squeeze
+    return {"V": V, second: A}, xs, k, xo, squeeze
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..validation import DivergenceError, Interrupted, check_float, check_int
+from ..validation import DivergenceError, Interrupted, check_float, check_int, check_types
 from . import data
 from .model import sigma_inner
 
@@ -103,6 +103,7 @@ class Schedule:
     eta_sgd: float = 100.0
 
     def __post_init__(self):
+        check_types(self)
         if self.kind not in ("two_stage", "sgd"):
             raise ValueError(f"kind must be 'two_stage' or 'sgd', got {self.kind!r}")
         for name in ("eta_V", "eta_A", "eta_sgd"):

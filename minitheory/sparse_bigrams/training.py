@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..primitives import softmax
-from ..validation import DivergenceError, Interrupted, check_float, check_int
+from ..validation import DivergenceError, Interrupted, check_float, check_int, check_types
 from . import analysis, data, model
 
 NORMALIZE = ("balance", "v_cols", "a_cols", "none")
@@ -56,6 +56,7 @@ class Method:
     eta_W: float = 100.0
 
     def __post_init__(self):
+        check_types(self)
         if self.kind not in ("two_stage", "sgd", "softmax"):
             raise ValueError(f"kind must be 'two_stage', 'sgd' or 'softmax', got {self.kind!r}")
         if self.normalize not in NORMALIZE:
