@@ -63,3 +63,19 @@ def test_refuses_float32_and_array_losses():
         check_gradients(quadratic, {"x": np.ones(3, np.float32), "y": np.ones(2)})
     with pytest.raises(ValueError, match="scalar"):
         check_gradients(lambda p: (p["x"], {"x": np.ones(2)}), {"x": np.ones(2)})
+
+
+def test_rounding_term_only_matters_for_large_losses():
+    # a loss of ~1e3 with a tiny gradient entry: the reference's own rounding (~u|f|/h)
+    # exceeds atol, and the checker accounts for it; a real 0.1% error is still caught.
+    def big(p):
+        return 1e3 + 1e-5 * p["x"][0] ** 2 + np.sum(p["x"]), {"x": np.array([2e-5 * p["x"][0] + 1, 1.0])}
+
+    check_gradients(big, {"x": np.array([0.3, 0.2])})
+
+    def wrong(p):
+        loss, g = big(p)
+        return loss, {"x": g["x"] * np.array([1.001, 1.0])}
+
+    with pytest.raises(GradcheckError):
+        check_gradients(wrong, {"x": np.array([0.3, 0.2])})
