@@ -1,7 +1,13 @@
-"""Primitives shared by all three papers, each forward next to its derivative.
+r"""Primitives shared by all three papers, each forward next to its derivative.
 
-Only what more than one model needs lives here. Every function is pure and works on any
-leading batch axes.
+Only what more than one model needs lives here: the softmax over one axis and its
+vector-Jacobian product,
+
+.. math::
+    s = \mathrm{softmax}(z),\quad s_i = \frac{e^{z_i}}{\sum_k e^{z_k}};\qquad
+    \bar z = s \odot (\bar s - \langle \bar s, s\rangle \mathbf 1).
+
+Every function is pure and works on any leading batch axes.
 """
 from __future__ import annotations
 

@@ -230,6 +230,7 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
 
 
 def main(argv=None) -> int:
+    """Command-line entry (``--help`` lists the options); returns the exit status."""
     return _common.demo_main(sys.modules[__name__], argv)
 
 
