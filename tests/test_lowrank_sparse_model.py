@@ -5,7 +5,7 @@ from hypothesis import assume, given, strategies as st
 
 from minitheory.gradcheck import check_gradients
 from minitheory.lowrank_sparse import analysis, model
-from strategies import scales, seeds, small
+from strategies import contract_runs, scales, seeds, small
 
 
 def _params(rng, d, m_b, m_a, m, L, scale, R=None):
@@ -32,12 +32,7 @@ def test_gradients_match_finite_differences_away_from_kinks(B, L, d, m_b, m_a, m
                                else (p, X)))
     assume(np.min(np.abs(cache[-1])) > 1e-3 and np.min(np.abs(1 - y * F)) > 1e-3)
 
-    def f(q):
-        loss, grads = model.loss_and_grads(q, X, y)
-        if R is None:
-            return loss, grads
-        return float(cot @ loss), {k: cot[:, None, None] * g for k, g in grads.items()}
-
+    f = contract_runs(lambda q: model.loss_and_grads(q, X, y), R, cot)
     report = check_gradients(f, p, rng=rng, full_max=30,
                              pattern=lambda q: model.relu_pattern(q, X, y))
     assert set(report.n_compared) == set(model.TRAINED)        # "a" is fixed: never checked

@@ -5,7 +5,7 @@ from hypothesis import given, strategies as st
 
 from minitheory.gradcheck import check_gradients
 from minitheory.rank_growth import data, model
-from strategies import scales, seeds, small
+from strategies import contract_runs, scales, seeds, small
 
 runs = st.sampled_from([None, 1, 3])                # None: no run axis
 
@@ -21,24 +21,13 @@ def _full_params(rng, R, d, d_h, d_out, scale):
     return {k: scale * rng.standard_normal(lead + shapes[k]) for k in model.FULL_KEYS}
 
 
-def _scalarized(fn, X, Y, R, cot):
-    """With a run axis the loss is a vector: contract it with a random cotangent ``cot``."""
-    def f(p):
-        loss, grads = fn(p, X, Y)
-        if R is None:
-            return loss, grads
-        w = cot[:, None] if grads[next(iter(grads))].ndim == 2 else cot[:, None, None]
-        return float(cot @ loss), {k: w * g for k, g in grads.items()}
-    return f
-
-
 @given(N=small, n=small, d=small, R=runs, seed=seeds, scale=scales)
 def test_diagonal_gradients_match_finite_differences(N, n, d, R, seed, scale):
     rng = np.random.default_rng(seed)
     X, Y = rng.standard_normal((N, n, d)), rng.standard_normal((N, n, d))
     p = _diag_params(rng, R, d, scale)
     cot = rng.uniform(0.5, 1.5, size=R or 1)
-    check_gradients(_scalarized(model.loss_and_grads, X, Y, R, cot), p, rng=rng)
+    check_gradients(contract_runs(lambda q: model.loss_and_grads(q, X, Y), R, cot), p, rng=rng)
 
 
 @given(N=small, n=small, d=small, d_h=small, d_out=small, R=runs, seed=seeds, scale=scales)
@@ -47,7 +36,7 @@ def test_full_gradients_match_finite_differences(N, n, d, d_h, d_out, R, seed, s
     X, Y = rng.standard_normal((N, n, d)), rng.standard_normal((N, n, d_out))
     p = _full_params(rng, R, d, d_h, d_out, scale)
     cot = rng.uniform(0.5, 1.5, size=R or 1)
-    check_gradients(_scalarized(model.full_loss_and_grads, X, Y, R, cot), p, rng=rng,
+    check_gradients(contract_runs(lambda q: model.full_loss_and_grads(q, X, Y), R, cot), p, rng=rng,
                     full_max=24)
 
 

@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 from minitheory.gradcheck import check_gradients
 from minitheory.sparse_bigrams import analysis, data, model, training
-from strategies import scales, seeds
+from strategies import contract_runs, scales, seeds
 
 
 def _inst(seed, N, T, Q):
@@ -30,13 +30,8 @@ def test_sample_gradients_match_finite_differences(N, T, B, R, seed, scale):
     p = _params(rng, N, T, scale, R)
     cot = rng.uniform(0.5, 1.5, size=R or 1)
 
-    def f(q):
-        loss, g = model.loss_and_grads(q, xs, k, xo)
-        if R is None:
-            return loss, g
-        return float(cot @ loss), {key: cot[:, None, None] * v for key, v in g.items()}
-
-    check_gradients(f, p, rng=rng, full_max=40)
+    check_gradients(contract_runs(lambda q: model.loss_and_grads(q, xs, k, xo), R, cot), p,
+                    rng=rng, full_max=40)
 
 
 def test_repeated_indices_accumulate_like_a_per_sample_loop():
@@ -97,13 +92,8 @@ def test_population_gradients_match_finite_differences(seed, scale, R):
     p = _params(rng, 4, 6, scale, R)
     cot = rng.uniform(0.5, 1.5, size=R or 1)
 
-    def f(q):
-        loss, g = model.population_loss(q, inst), model.population_grads(q, inst)
-        if R is None:
-            return loss, g
-        return float(cot @ loss), {key: cot[:, None, None] * v for key, v in g.items()}
-
-    check_gradients(f, p, rng=rng)
+    check_gradients(contract_runs(lambda q: (model.population_loss(q, inst),
+                                             model.population_grads(q, inst)), R, cot), p, rng=rng)
     g, G = model.population_grads(p, inst), model.preconditioned_grads(p, inst)
     for key in g:
         np.testing.assert_allclose(G[key] * inst.mu, g[key], rtol=1e-13, atol=1e-15)

@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 from minitheory.gradcheck import check_gradients
 from minitheory.primitives import softmax
 from minitheory.sparse_bigrams import data, model, population as pop, training
-from strategies import scales, seeds
+from strategies import contract_runs, scales, seeds
 
 
 @given(N=st.integers(2, 5), T=st.integers(1, 6), B=st.integers(1, 8), R=st.sampled_from([None, 2]),
@@ -19,13 +19,8 @@ def test_softmax_model_gradients_match_finite_differences(N, T, B, R, seed, scal
          "W": 3 * scale * rng.standard_normal(lead + (T, N))}
     cot = rng.uniform(0.5, 1.5, size=R or 1)
 
-    def f(q):
-        loss, g = model.softmax_loss_and_grads(q, xs, k, xo)
-        if R is None:
-            return loss, g
-        return float(cot @ loss), {key: cot[:, None, None] * v for key, v in g.items()}
-
-    check_gradients(f, p, rng=rng, full_max=40)
+    check_gradients(contract_runs(lambda q: model.softmax_loss_and_grads(q, xs, k, xo), R, cot),
+                    p, rng=rng, full_max=40)
 
 
 def test_softmax_with_constant_columns_is_the_uniform_linear_model():
