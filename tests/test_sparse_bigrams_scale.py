@@ -4,7 +4,6 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minitheory.gradcheck import check_gradients
-from minitheory.primitives import softmax
 from minitheory.sparse_bigrams import data, model, population as pop, training
 from strategies import contract_runs, scales, seeds
 

@@ -122,7 +122,7 @@ def context(m: dict):
 def report(cfg: Config, m: dict, timings) -> str:
     """Per N and run: distances at the switch and at the end, steps and samples to recovery."""
     rows = []
-    for N, _, steps in cfg.sizes():
+    for N, _, _ in cfg.sizes():
         tau = int(m[f"N{N}/tau"])
         names = sorted({k.split("/")[1] for k in m if k.startswith(f"N{N}/") and k.count("/") == 2},
                        key=lambda n: ["two_stage", "sgd", "no_l1", "small_stage1_batch",

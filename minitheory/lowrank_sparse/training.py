@@ -102,7 +102,6 @@ def train(seeds, dcfg: data.DataConfig, mcfg: ModelConfig, scfg: SGDConfig,
     params = {k: np.stack([r[5][k] for r in runs]) for k in model.KEYS}
     rngs = [r[6] for r in runs]
     params0 = {k: v.copy() for k, v in params.items()}
-    R = len(seeds)
     hist = {"test_hinge": [], "test_error": [], "att_rel": [], "train_loss": [], "W_K": []}
 
     def log():

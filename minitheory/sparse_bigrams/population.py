@@ -301,7 +301,7 @@ def simulate(inst: LargeInstance, runs: dict, *, steps: int, rng: np.random.Gene
         with np.errstate(over="ignore", invalid="ignore"):
             for it in range(steps + 1):
                 stats = {name: column_stats(A, inst.q) for name, (V, A) in state.items()}
-                for name, (V, A) in state.items():
+                for name, (V, _) in state.items():
                     if not (np.all(np.isfinite(V))
                             and all(np.all(np.isfinite(x)) for x in stats[name])):
                         sch = schedules[name]
