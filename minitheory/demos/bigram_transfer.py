@@ -44,9 +44,7 @@ class Config:
     def __post_init__(self):
         check_types(self)
         check_int("seed", self.seed, low=0)
-        check_int("N", self.N, low=2)
-        check_int("T", self.T, low=1)
-        check_int("Q", self.Q, low=1, high=self.T)
+        data.check_sizes(self.N, self.T, self.Q)
         for name in ("batch", "pretrain_steps", "steps", "log_every"):
             check_int(name, getattr(self, name), low=1)
         check_int("tau", self.tau, low=0)

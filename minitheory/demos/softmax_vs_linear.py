@@ -38,9 +38,7 @@ class Config:
     def __post_init__(self):
         check_types(self)
         check_int("seed", self.seed, low=0)
-        check_int("N", self.N, low=2)
-        check_int("T", self.T, low=1)
-        check_int("Q", self.Q, low=1, high=self.T)
+        data.check_sizes(self.N, self.T, self.Q)
         for name in ("batch", "steps", "log_every"):
             check_int(name, getattr(self, name), low=1)
         check_float("lr_V", self.lr_V, low=0.0, low_open=True)

@@ -91,11 +91,15 @@ def random_attention(rng: np.random.Generator, N: int, T: int, Q: int) -> np.nda
     return Q_star
 
 
+def check_sizes(N: int, T: int, Q: int) -> tuple[int, int, int]:
+    """Validate a task's sizes: vocabulary ``N >= 2``, context ``T >= 1``, ``1 <= Q <= T``."""
+    return (check_int("N", N, low=2), check_int("T", T, low=1),
+            check_int("Q", Q, low=1, high=check_int("T", T, low=1)))
+
+
 def make_instance(rng: np.random.Generator, N: int, T: int, Q: int) -> Instance:
     """A random SCB instance: ``P`` first, then the columns of ``Q_star``, from ``rng``."""
-    N = check_int("N", N, low=2)
-    T = check_int("T", T, low=1)
-    Q = check_int("Q", Q, low=1, high=T)
+    N, T, Q = check_sizes(N, T, Q)
     P = random_transition(rng, N)
     return check_instance(P, stationary(P), random_attention(rng, N, T, Q))
 

@@ -71,9 +71,7 @@ class LargeInstance:
 
 def make_large_instance(rng: np.random.Generator, N: int, T: int, Q: int) -> LargeInstance:
     """The instance law of :func:`data.make_instance` with ``Q*`` stored sparsely."""
-    N = check_int("N", N, low=2)
-    T = check_int("T", T, low=1)
-    Q = check_int("Q", Q, low=1, high=T)
+    N, T, Q = data.check_sizes(N, T, Q)
     P = data.random_transition(rng, N)
     pos = np.stack([rng.choice(T, size=Q, replace=False) for _ in range(N)], axis=1)
     w = 0.5 + rng.random((Q, N))
