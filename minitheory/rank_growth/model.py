@@ -15,7 +15,10 @@ the two parametrizations:
 
 * **diagonal head** (the paper's network class :math:`f(x; u \odot v)`): :math:`W_* = \mathrm{diag}(w_*)`,
   so :math:`M = \mathrm{diag}(a)`, :math:`N = \mathrm{diag}(b)` with :math:`a = w_K \odot w_Q`,
-  :math:`b = w_V \odot w_O`; keys ``"w_K", "w_Q", "w_V", "w_O"``, each ``(d,)`` or ``(R, d)``;
+  :math:`b = w_V \odot w_O`; keys ``"w_K", "w_Q", "w_V", "w_O"``, each ``(d,)`` or ``(R, d)``.
+  Its loss and gradients (:func:`_loss_and_grads_ab`) are the core's at these diagonal products,
+  written in an O(d) form where the logits and :math:`\partial L/\partial a` are single matrix
+  products with :func:`pair_products`; a test checks it against the core;
 * **full head**: keys ``"W_K", "W_Q", "W_V"`` ``(d, d_h)``, ``"W_O"`` ``(d_out, d_h)``, each with an
   optional leading run axis ``R``.
 
