@@ -97,11 +97,12 @@ def head_backward(cache, dout: np.ndarray):
 
 def _products_loss_and_grads(M, Nm, X, Y):
     """Loss per run ``(R,)`` and its gradients with respect to ``M`` and ``N`` (no checks)."""
-    out, cache = head_forward(M, Nm, X)
-    resid = out - Y                                             # (R, N, n, d_out)
+    resid, cache = head_forward(M, Nm, X)
+    resid -= Y                                                  # f - Y, (R, N, n, d_out)
     Ns = X.shape[0]
-    loss = 0.5 * np.sum(resid * resid, axis=(1, 2, 3)) / Ns
-    dM, dN = head_backward(cache, resid / Ns)
+    loss = 0.5 * np.einsum("rsij,rsij->r", resid, resid) / Ns
+    resid /= Ns                                                 # cotangent of f
+    dM, dN = head_backward(cache, resid)
     return loss, dM, dN
 
 
