@@ -67,3 +67,12 @@ def test_vjp_of_constant_cotangent_is_zero():
     np.testing.assert_allclose(softmax_vjp(s, np.full_like(s, 3.0)), 0.0, atol=1e-15)
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(s * 3.0, 0.0, atol=1e-15)
+
+
+@given(n=rowlen, seed=seeds)
+def test_both_paths_agree(n, seed):
+    # |z| < 700 - log n skips the row-max shift; larger logits take the shifted path. By shift
+    # invariance the same rows shifted by 1000 must give the same softmax.
+    z = 5 * np.random.default_rng(seed).standard_normal((6, n))
+    np.testing.assert_allclose(softmax(z + 1000.0), softmax(z), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(softmax(z - 1000.0), softmax(z), rtol=1e-12, atol=1e-300)
