@@ -69,16 +69,6 @@ def test_help_and_bad_arguments(demo, capsys):
     assert info.value.code == 2
 
 
-def test_rank_growth_rejects_bad_alphas_and_mismatched_teacher(capsys):
-    for argv, match in ((["--alphas", "1e-2", "1.5"], "alphas[1] must be in"),
-                        (["--alphas", "0"], "alphas[0] must be in"),
-                        (["--d", "3"], "a_star must have shape"),
-                        (["--detail-alpha", "1e-3"], "detail_alpha must be one of")):
-        with pytest.raises(SystemExit):
-            rank_growth.main(argv)
-        assert match in capsys.readouterr().err
-
-
 def test_divergence_stops_with_a_message_and_keeps_metrics(tmp_path, capsys):
     argv = TINY[rank_growth] + ["--eta", "5", "--tbar-max", "20", "--out", str(tmp_path)]
     assert rank_growth.main(argv) == 1
@@ -136,32 +126,11 @@ def test_out_folder_keeps_files_that_are_not_the_demos(tmp_path):
     assert (tmp_path / "figure.png").read_bytes() == b"not a demo figure"
 
 
-def test_lowrank_sparse_rejects_bad_settings(capsys):
-    for argv, match in ((["--M", "1"], "M must be in"), (["--M", "30"], "M must be in"),
-                        (["--n-rel", "15", "--n-conf", "6"], "n_rel + n_conf must be <= L"),
-                        (["--prune-rates", "0", "1.5"], "prune_rates[1] must be in"),
-                        (["--ranks", "21"], "ranks[0] must be in"),
-                        (["--sigma", "nan"], "sigma must be finite")):
-        with pytest.raises(SystemExit):
-            lowrank_sparse.main(argv)
-        assert match in capsys.readouterr().err
-
-
 def test_lowrank_sparse_divergence_keeps_metrics(tmp_path, capsys):
     assert lowrank_sparse.main(TINY[lowrank_sparse] + ["--lr", "1e200", "--out", str(tmp_path)]) == 1
     assert "diverged at step" in capsys.readouterr().err
     m = load_metrics(tmp_path)
     assert m["test_hinge"].shape[0] == int(m["stopped_step"])
-
-
-def test_sparse_bigrams_rejects_bad_settings(capsys):
-    for argv, match in ((["--Q", "60"], "Q must be in"), (["--N", "1"], "N must be in"),
-                        (["--normalize", "rows"], "normalize must be one of"),
-                        (["--sgd-etas", "-1"], "sgd_etas[0] must be in"),
-                        (["--lam", "nan"], "lam must be finite")):
-        with pytest.raises(SystemExit):
-            sparse_bigrams.main(argv)
-        assert match in capsys.readouterr().err
 
 
 def test_sparse_bigrams_divergence_keeps_metrics(tmp_path, capsys):
@@ -213,3 +182,30 @@ def test_demo_index_lists_every_demo_and_runs_them_all(tmp_path, monkeypatch, ca
     assert [c[0] for c in calls] == [n for n in index.DEMOS if n != "bigram_scale"]
     assert calls[0][1] == ["--out", str(tmp_path / "rank_growth")]
     assert "[1/7] rank_growth" in capsys.readouterr().err
+
+
+BAD_SETTINGS = [
+    (rank_growth, ["--alphas", "1e-2", "1.5"], "alphas[1] must be in"),
+    (rank_growth, ["--alphas", "0"], "alphas[0] must be in"),
+    (rank_growth, ["--d", "3"], "a_star must have shape"),
+    (rank_growth, ["--detail-alpha", "1e-3"], "detail_alpha must be one of"),
+    (lowrank_sparse, ["--M", "1"], "M must be in"),
+    (lowrank_sparse, ["--M", "30"], "M must be in"),
+    (lowrank_sparse, ["--n-rel", "15", "--n-conf", "6"], "n_rel + n_conf must be <= L"),
+    (lowrank_sparse, ["--prune-rates", "0", "1.5"], "prune_rates[1] must be in"),
+    (lowrank_sparse, ["--ranks", "21"], "ranks[0] must be in"),
+    (lowrank_sparse, ["--sigma", "nan"], "sigma must be finite"),
+    (sparse_bigrams, ["--Q", "60"], "Q must be in"),
+    (sparse_bigrams, ["--N", "1"], "N must be in"),
+    (sparse_bigrams, ["--normalize", "rows"], "normalize must be one of"),
+    (sparse_bigrams, ["--sgd-etas", "-1"], "sgd_etas[0] must be in"),
+    (sparse_bigrams, ["--lam", "nan"], "lam must be finite"),
+]
+
+
+@pytest.mark.parametrize("demo, argv, match", BAD_SETTINGS,
+                         ids=[f"{d.NAME}:{' '.join(a)}" for d, a, _ in BAD_SETTINGS])
+def test_bad_settings_exit_2_naming_the_parameter(demo, argv, match, capsys):
+    with pytest.raises(SystemExit) as info:
+        demo.main(argv)
+    assert info.value.code == 2 and match in capsys.readouterr().err

@@ -163,6 +163,25 @@ def format_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def format_spread(x) -> str:
+    """A value over runs: ``value`` when there is one run (or all agree), else
+    ``mean [min, max]``; integer arrays print as integers."""
+    x = np.asarray(x)
+    fmt = (lambda v: str(int(v))) if x.dtype.kind in "iu" else (lambda v: _fmt(float(v)))  # noqa: E731
+    if x.size == 1 or np.all(x == x.flat[0]):
+        return fmt(x.flat[0])
+    return f"{fmt(x.mean())} [{fmt(x.min())}, {fmt(x.max())}]"
+
+
+def plot_band(ax, x, Y, **kw):
+    """Plot the mean of ``Y`` over runs (its last axis) against ``x``, with a min-max band
+    when there are several runs. Returns the line."""
+    line, = ax.plot(x, Y.mean(-1), **kw)
+    if Y.shape[-1] > 1:
+        ax.fill_between(x, Y.min(-1), Y.max(-1), color=line.get_color(), alpha=0.2, lw=0)
+    return line
+
+
 def _fmt(c) -> str:
     if isinstance(c, (float, np.floating)):
         if not np.isfinite(c):

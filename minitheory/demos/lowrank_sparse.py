@@ -127,47 +127,31 @@ def first_costly_rate(curve: np.ndarray, rates: np.ndarray, cost: float) -> np.n
     return np.where(bad.any(0), rates[np.argmax(bad, axis=0)], np.inf)
 
 
-def _agg(x) -> str:
-    """``mean`` for one run, ``mean [min, max]`` over several."""
-    x = np.asarray(x)
-    fmt = (lambda v: str(int(v))) if x.dtype.kind in "iu" else \
-        (lambda v: _common._fmt(float(v)))  # noqa: E731
-    return fmt(x.mean()) if x.size == 1 else f"{fmt(x.mean())} [{fmt(x.min())}, {fmt(x.max())}]"
-
-
 def report(cfg: Config, m: dict, _context=None) -> str:
     """Tables of the numbers behind the three claims (mean [min, max] over seeds)."""
-    rows = [[k, _agg(m[f"sv_d{k}"][:, 0]), _agg(m[f"sv_d{k}"][:, 1]), _agg(m[f"sv_d{k}"][:, 2]),
-             _agg(m[f"sv_d{k}"][:, 1] / m[f"sv_d{k}"][:, 2]), _agg(m[f"top2_share_d{k}"])]
+    rows = [[k, _common.format_spread(m[f"sv_d{k}"][:, 0]), _common.format_spread(m[f"sv_d{k}"][:, 1]), _common.format_spread(m[f"sv_d{k}"][:, 2]),
+             _common.format_spread(m[f"sv_d{k}"][:, 1] / m[f"sv_d{k}"][:, 2]), _common.format_spread(m[f"top2_share_d{k}"])]
             for k in model.TRAINED]
     t1 = _common.format_table(["update", "sigma_1", "sigma_2", "sigma_3", "sigma_2/sigma_3",
                                "top-2 share of ||.||_F^2"], rows)
-    rows = [[r, _agg(m["trunc_hinge"][i]), _agg(m["trunc_att"][i]),
-             _agg(m["trunc_hinge_with_O"][i])] for i, r in enumerate(m["ranks"])]
-    rows.append(["full", _agg(m["full_hinge"]), _agg(m["full_att"]), ""])
+    rows = [[r, _common.format_spread(m["trunc_hinge"][i]), _common.format_spread(m["trunc_att"][i]),
+             _common.format_spread(m["trunc_hinge_with_O"][i])] for i, r in enumerate(m["ranks"])]
+    rows.append(["full", _common.format_spread(m["full_hinge"]), _common.format_spread(m["full_att"]), ""])
     t2 = _common.format_table(["rank r", "test hinge (Q, K, V truncated)", "att_*",
                                "test hinge (O truncated too)"], rows)
     small = np.sum(m["row_norms"] < 2 * m["init_row_scale"], axis=-1)
     orders = analysis.PRUNE_ORDERS
-    rows = [[f"{rate:g}"] + [_agg(m[f"prune_{o}"][i]) for o in orders]
+    rows = [[f"{rate:g}"] + [_common.format_spread(m[f"prune_{o}"][i]) for o in orders]
             for i, rate in enumerate(m["prune_rates"])]
     rows.append([f"first R costing > {cfg.cost}"] +
-                [_agg(first_costly_rate(m[f"prune_{o}"], m["prune_rates"], cfg.cost))
+                [_common.format_spread(first_costly_rate(m[f"prune_{o}"], m["prune_rates"], cfg.cost))
                  for o in orders])
     t3 = _common.format_table(["pruning rate R"] + [f"test hinge, {o}" for o in orders], rows)
     return "\n\n".join([
         f"Updates W(T) - W(0) after {cfg.steps} steps ({cfg.seeds} seed(s)):", t1,
         "Rank-r truncation of the updates (Fig. 1):", t2,
-        f"W_O rows still at init scale (< 2 x {m['init_row_scale']:.3f}): {_agg(small)} of {cfg.m}."
+        f"W_O rows still at init scale (< 2 x {m['init_row_scale']:.3f}): {_common.format_spread(small)} of {cfg.m}."
         " Pruning (Fig. 3):", t3])
-
-
-def _band(ax, x, Y, **kw):
-    """Mean line over runs (last axis) with a min-max band when there are several runs."""
-    line, = ax.plot(x, Y.mean(-1), **kw)
-    if Y.shape[-1] > 1:
-        ax.fill_between(x, Y.min(-1), Y.max(-1), color=line.get_color(), alpha=0.2, lw=0)
-    return line
 
 
 def plot(cfg: Config, m: dict, _context, out, show: bool):
@@ -179,7 +163,7 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, full, label in ((axes[0], "trunc_hinge", "full_hinge", "test hinge loss"),
                                  (axes[1], "trunc_att", "full_att", "att_* (label-relevant)")):
-        _band(ax, m["ranks"], m[key], marker="o", label="Q, K, V updates truncated to rank r")
+        _common.plot_band(ax, m["ranks"], m[key], marker="o", label="Q, K, V updates truncated to rank r")
         ax.axhline(m[full].mean(), color="k", ls="--", lw=1, label="untruncated")
         ax.set(xlabel="rank r", ylabel=label, xscale="log")
         ax.set_xticks(m["ranks"], [str(r) for r in m["ranks"]])
@@ -191,7 +175,7 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
     fig, ax = plt.subplots(figsize=(6, 4))
     idx = np.arange(1, m["sv_dWK_t"].shape[-1] + 1)
     for j, t in enumerate(m["spectra_steps"]):
-        _band(ax, idx, np.maximum(m["sv_dWK_t"][j].T, 1e-12), marker=".", label=f"t = {t}")
+        _common.plot_band(ax, idx, np.maximum(m["sv_dWK_t"][j].T, 1e-12), marker=".", label=f"t = {t}")
     ax.set(yscale="log", xlabel="index i", ylabel="σ_i(ΔW_K^(t))",
            title="Fig. 2: two singular values of ΔW_K dominate" + seeds)
     ax.legend(fontsize=8)
@@ -206,7 +190,7 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
     ax.legend(fontsize=8)
     ax = axes[1]
     for order in analysis.PRUNE_ORDERS:
-        _band(ax, m["prune_rates"], m[f"prune_{order}"], marker="o", label=order)
+        _common.plot_band(ax, m["prune_rates"], m[f"prune_{order}"], marker="o", label=order)
     ax.set(xlabel="pruning rate R", ylabel="test hinge loss", title="(b) pruning rows of W_O")
     ax.legend(fontsize=8)
     fig.suptitle("Fig. 3: W_O is sparse, so magnitude pruning costs almost nothing" + seeds)
@@ -215,10 +199,10 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     t = np.arange(m["test_hinge"].shape[0])
-    _band(axes[0], t, m["test_hinge"], label="test hinge")
-    _band(axes[0], t, m["test_error"], label="test 0/1 error")
-    _band(axes[1], t, m["att_rel"], label="label-relevant tokens")
-    _band(axes[1], t, 1 - m["att_rel"], label="other tokens")
+    _common.plot_band(axes[0], t, m["test_hinge"], label="test hinge")
+    _common.plot_band(axes[0], t, m["test_error"], label="test 0/1 error")
+    _common.plot_band(axes[1], t, m["att_rel"], label="label-relevant tokens")
+    _common.plot_band(axes[1], t, 1 - m["att_rel"], label="other tokens")
     axes[0].set(xlabel="SGD step t", title="test loss")
     axes[1].set(xlabel="SGD step t", title="attention mass of label-relevant queries")
     for ax in axes:

@@ -103,7 +103,7 @@ def report(cfg: Config, m: dict, inst) -> str:
     for name in m["methods"]:
         h = {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith(f"{name}/")}
         step, samples = training.first_reach(h, "dist_A", cfg.level)
-        fmt = lambda x: _agg(x)  # noqa: E731
+        fmt = _common.format_spread
         rows.append([name, fmt(h["dist_V"][-1]), fmt(h["dist_A"][-1]), fmt(h["alpha_V"][-1]),
                      fmt(h["alpha_A"][-1]), fmt(h["support"][-1]), fmt(h["excess_loss"][-1]),
                      fmt(step), fmt(samples)])
@@ -112,19 +112,9 @@ def report(cfg: Config, m: dict, inst) -> str:
          "excess loss", f"steps to ||A-Q*|| <= {cfg.level}", "samples"], rows)
 
 
-def _agg(x) -> str:
-    x = np.asarray(x, dtype=np.float64)
-    if x.size == 1 or np.all(x == x.flat[0]):
-        return _common._fmt(float(x.flat[0]))
-    return f"{_common._fmt(float(x.mean()))} [{_common._fmt(float(x.min()))}, " \
-           f"{_common._fmt(float(x.max()))}]"
-
-
 def _curve(ax, m, name, key, **kw):
-    step, y = m[f"{name}/step"], m[f"{name}/{key}"]
-    line, = ax.plot(step, y.mean(-1), **kw)
-    if y.shape[-1] > 1:
-        ax.fill_between(step, y.min(-1), y.max(-1), color=line.get_color(), alpha=0.2, lw=0)
+    """Metric ``key`` of method ``name`` against iteration (mean and range over seeds)."""
+    _common.plot_band(ax, m[f"{name}/step"], m[f"{name}/{key}"], **kw)
 
 
 def plot(cfg: Config, m: dict, inst, out, show: bool):

@@ -93,8 +93,8 @@ def random_attention(rng: np.random.Generator, N: int, T: int, Q: int) -> np.nda
 
 def check_sizes(N: int, T: int, Q: int) -> tuple[int, int, int]:
     """Validate a task's sizes: vocabulary ``N >= 2``, context ``T >= 1``, ``1 <= Q <= T``."""
-    return (check_int("N", N, low=2), check_int("T", T, low=1),
-            check_int("Q", Q, low=1, high=check_int("T", T, low=1)))
+    N, T = check_int("N", N, low=2), check_int("T", T, low=1)
+    return N, T, check_int("Q", Q, low=1, high=T)
 
 
 def make_instance(rng: np.random.Generator, N: int, T: int, Q: int) -> Instance:
