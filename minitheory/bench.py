@@ -67,16 +67,16 @@ def case_diagonal(R: int):
     X, Y = data.diagonal_toy(0, 256, 8, 4)
     p = data.init_diagonal(np.random.default_rng(1), 4, np.full(R, 0.5))
     eta = 0.02
-    XX = model.pair_products(X)                             # as train_diagonal does
+    prepared = model.diagonal_data(X, Y, R)                 # once per run, as train_diagonal does
 
     def step():
-        _, g = model._diag_loss_and_grads(p, X, Y, XX)
+        _, g = model._diag_loss_and_grads(p, prepared)
         for k in p:
             p[k] -= eta * g[k]
     Ns, n, d = X.shape
     # forward: XM, Z, SX, out (2 flops per multiply-add); backward: twice the forward
     fwd = 2 * Ns * n * (d * d + n * d + n * d + d * d) + 5 * Ns * n * n
-    return (lambda: model._diag_loss_and_grads(p, X, Y)), step, 3 * fwd * R
+    return (lambda: model._diag_loss_and_grads(p, prepared)), step, 3 * fwd * R
 
 
 def case_full(R: int):
@@ -84,14 +84,15 @@ def case_full(R: int):
     from .rank_growth import data, model
     X, Y, _, _ = data.full_toy(0, 256, 8, 6)
     p = data.init_full(np.random.default_rng(1), 6, 6, 6, np.full(R, 0.5))
+    X1 = model.augment(X)                                   # once per run, as train_full does
 
     def step():
-        _, g = model._full_loss_and_grads(p, X, Y)
+        _, g = model._full_loss_and_grads(p, X, Y, X1)
         for k in p:
             p[k] -= 0.02 * g[k]
     Ns, n, d = X.shape
     fwd = 2 * Ns * n * (d * d + n * d + n * d + d * d) + 5 * Ns * n * n
-    return (lambda: model._full_loss_and_grads(p, X, Y)), step, 3 * fwd * R
+    return (lambda: model._full_loss_and_grads(p, X, Y, X1)), step, 3 * fwd * R
 
 
 def case_softmax_transformer(B: int):

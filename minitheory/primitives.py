@@ -14,15 +14,41 @@ from __future__ import annotations
 import numpy as np
 
 
+def shifted_exp(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    r"""The softmax numerator :math:`e_i = \exp(z_i - c)`, with ``c`` constant along the last axis.
+
+    ``c`` is 0 when every ``|z| < 700 - log n``: then no exponential (nor a row sum of ``n`` of
+    them) can overflow or underflow to zero, and one global check replaces a per-row maximum
+    (short rows make that reduction slow in NumPy). Otherwise ``c`` is the row maximum, so every
+    exponent is ``<= 0`` and logits of ``+-1e4`` stay finite. Either way
+    ``e / e.sum(-1) = softmax(z)`` (softmax is invariant to adding a constant to a row), and the
+    same input always takes the same path.
+
+    Models that only need ``softmax(z) @ V`` use it to normalize the small product instead of
+    the large ``e``: ``(e @ [V, 1])`` gives ``e V`` and the row sums in one product.
+
+    Parameters
+    ----------
+    z : array ``(..., n)``; rows along the last axis.
+    out : optional array of ``z``'s shape (may be ``z`` itself) to write the result into.
+
+    Returns
+    -------
+    e : array, same shape as ``z``; positive, at most ``e^700`` per entry.
+    """
+    if z.size and max(-np.min(z), np.max(z)) < _SAFE - np.log(z.shape[-1]):
+        return np.exp(z, out=out)
+    e = np.subtract(z, _rowmax(z)[..., None], out=out)
+    return np.exp(e, out=e)
+
+
 def softmax(z: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
     r"""Numerically stable softmax along ``axis``.
 
-    .. math:: s_i = \frac{\exp(z_i - \max_j z_j)}{\sum_k \exp(z_k - \max_j z_j)}
+    .. math:: s_i = \frac{\exp(z_i - c)}{\sum_k \exp(z_k - c)},
 
-    Subtracting the row maximum leaves the result unchanged (softmax is invariant to adding a
-    constant) and keeps every exponent ``<= 0``, so logits of ``+-1e4`` stay finite. When every
-    ``|z| < 700 - log n`` no exponential can overflow or vanish and the shift is skipped: one
-    global check instead of a per-row maximum (short rows make that reduction slow in NumPy).
+    with the shift ``c`` of :func:`shifted_exp` (0, or the row maximum when an exponential could
+    overflow or vanish).
 
     Parameters
     ----------
@@ -35,15 +61,7 @@ def softmax(z: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.
     s : array, same shape as ``z``; entries in ``[0, 1]``, summing to 1 along ``axis``.
     """
     z = np.moveaxis(z, axis, -1)                 # a view; the work is along the last axis
-    dest = None if out is None else np.moveaxis(out, axis, -1)
-    if z.size and np.max(np.abs(z)) < _SAFE - np.log(z.shape[-1]):
-        # No exp can overflow (nor a row sum of n of them) or underflow to zero: the shift by
-        # the row max, which only guards against that, can be skipped (same value by shift
-        # invariance, up to rounding; the same input always takes the same path).
-        e = np.exp(z, out=dest)
-    else:
-        e = np.subtract(z, _rowmax(z)[..., None], out=dest)
-        np.exp(e, out=e)
+    e = shifted_exp(z, out=None if out is None else np.moveaxis(out, axis, -1))
     e /= np.einsum("...i->...", e)[..., None]
     return np.moveaxis(e, -1, axis)
 

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minitheory.gradcheck import check_gradients
-from minitheory.primitives import softmax, softmax_vjp
+from minitheory.primitives import shifted_exp, softmax, softmax_vjp
 from strategies import scales, seeds
 
 shapes = st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple)
@@ -76,3 +76,17 @@ def test_both_paths_agree(n, seed):
     z = 5 * np.random.default_rng(seed).standard_normal((6, n))
     np.testing.assert_allclose(softmax(z + 1000.0), softmax(z), rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(softmax(z - 1000.0), softmax(z), rtol=1e-12, atol=1e-300)
+
+
+@given(n=rowlen, seed=seeds, shift=st.sampled_from([0.0, 1000.0, -1000.0]))
+def test_shifted_exp_is_the_softmax_numerator(n, seed, shift):
+    # Unshifted when every |z| is safe (then it is exactly exp), otherwise shifted per row so the
+    # largest entry of each row is exp(0) = 1: finite either way, normalizing to the softmax.
+    z = 5 * np.random.default_rng(seed).standard_normal((6, n)) + shift
+    e = shifted_exp(z.copy())
+    assert np.all(np.isfinite(e)) and np.all(e > 0)
+    if shift == 0.0:
+        np.testing.assert_array_equal(e, np.exp(z))
+    else:
+        np.testing.assert_allclose(e.max(-1), 1.0, rtol=0, atol=0)
+    np.testing.assert_allclose(e / e.sum(-1, keepdims=True), softmax(z), rtol=1e-12, atol=1e-300)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ..validation import check_array, check_float, check_int
-from .model import _check_XY, _loss_and_grads_ab, pair_products
+from .model import _check_XY, _loss_and_grads_ab, diagonal_data
 
 
 @dataclass(frozen=True)
@@ -122,12 +122,12 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, eps: float = 1e-8,
     max_stages = 2 * d if max_stages is None else check_int("max_stages", max_stages, low=1)
     p = 2 * d
     n_evals = 0
-    XX = pair_products(X)
+    data = diagonal_data(X, Y, 1)
 
     def grad(w):
         nonlocal n_evals
         n_evals += 1
-        loss, ga, gb = _loss_and_grads_ab(w[None, :d], w[None, d:], X, Y, XX)
+        loss, ga, gb = _loss_and_grads_ab(w[None, :d], w[None, d:], data)
         return float(loss[0]), np.concatenate([ga[0], gb[0]])
 
     w, s, tbar = np.zeros(p), np.zeros(p), 0.0

@@ -17,13 +17,23 @@ the two parametrizations:
   so :math:`M = \mathrm{diag}(a)`, :math:`N = \mathrm{diag}(b)` with :math:`a = w_K \odot w_Q`,
   :math:`b = w_V \odot w_O`; keys ``"w_K", "w_Q", "w_V", "w_O"``, each ``(d,)`` or ``(R, d)``.
   Its loss and gradients (:func:`_loss_and_grads_ab`) are the core's at these diagonal products,
-  written in an O(d) form where the logits and :math:`\partial L/\partial a` are single matrix
-  products with :func:`pair_products`; a test checks it against the core;
+  written in an O(d) form over the data arrays of :func:`diagonal_data` (computed once per
+  training run); a test checks it against the core;
 * **full head**: keys ``"W_K", "W_Q", "W_V"`` ``(d, d_h)``, ``"W_O"`` ``(d_out, d_h)``, each with an
   optional leading run axis ``R``.
 
 A leading run axis ``R`` trains ``R`` independent models at once (e.g. the grid of init scales);
 the loss is then one value per run and each run's gradient is that of its own loss.
+
+**Layout (for speed; the equations do not depend on it).** NumPy multiplies a stack of small
+matrices one BLAS call per matrix, so the cores stack the runs *inside* each sequence: the
+attention arrays are ``(N_seq, n R, n)``, one ``(n R, n)`` matrix per sequence holding every run's
+``(n, n)`` block, and each product with ``X_s`` is one call per sequence instead of one per
+(run, sequence). The softmax is never normalized at full size: with the numerator
+:math:`E = \exp(Z - c)` (:func:`~minitheory.primitives.shifted_exp`) and :math:`X_1 = [X, 1]`
+(:func:`augment`), one product :math:`E X_1 = [E X, E\mathbf 1]` gives :math:`S X` after dividing
+the small ``(n, d)`` part by the row sums, and in the backward pass the VJP's row term
+:math:`\langle G_S, S\rangle` rides along as an extra column of the same kind of product.
 
 Public functions validate their inputs; the ``_``-prefixed cores skip validation and are what the
 training loops call after validating once.
@@ -32,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..primitives import softmax, softmax_vjp
+from ..primitives import shifted_exp
 from ..validation import check_array
 
 DIAG_KEYS = ("w_K", "w_Q", "w_V", "w_O")
@@ -42,14 +52,27 @@ FULL_KEYS = ("W_K", "W_Q", "W_V", "W_O")
 # --------------------------------------------------------------------------------------------
 # The core over the products (M, N)
 # --------------------------------------------------------------------------------------------
-def head_forward(M: np.ndarray, Nm: np.ndarray, X: np.ndarray):
-    r"""Attention head output :math:`f(X) = \mathrm{smax}(X M X^\top) X N` for ``R`` runs.
+def augment(X: np.ndarray) -> np.ndarray:
+    r"""``X1 = [X, 1]`` ``(N_seq, n, d+1)``: for any ``E``, :math:`E X_1 = [E X,\ E \mathbf 1]`.
+
+    One product then gives a softmax-weighted sum of the rows of ``X`` and its normalizer.
+    """
+    return np.concatenate([X, np.ones(X.shape[:-1] + (1,))], axis=-1)
+
+
+def head_forward(M: np.ndarray, Nm: np.ndarray, X: np.ndarray, X1: np.ndarray | None = None):
+    r"""Attention head output :math:`f(X) = \mathrm{smax}(X M X^\top)\, X N` for ``R`` runs.
+
+    .. math::
+        Z = X M X^\top,\quad E = \exp(Z - c),\quad [E X,\ E\mathbf 1] = E X_1,\quad
+        S X = \frac{E X}{E \mathbf 1},\quad f = (S X) N .
 
     Parameters
     ----------
     M : ``(R, d, d)`` key-query product :math:`W_K W_Q^\top`.
     Nm : ``(R, d, d_out)`` value-output product :math:`W_V W_O^\top`.
     X : ``(N_seq, n, d)`` input sequences (shared by all runs).
+    X1 : optional :func:`augment` ``(X)``, to skip recomputing it.
 
     Returns
     -------
@@ -58,12 +81,16 @@ def head_forward(M: np.ndarray, Nm: np.ndarray, X: np.ndarray):
     """
     R, d, _ = M.shape
     Ns, n, _ = X.shape
-    XM = (X.reshape(Ns * n, d) @ M).reshape(R, Ns, n, d)       # (R, N, n, d)   X M
-    Z = XM @ X.swapaxes(-1, -2)                                 # (R, N, n, n)   X M X^T
-    S = softmax(Z, out=Z)                                       #                smax(X M X^T)
-    SX = S @ X                                                  # (R, N, n, d)
-    out = (SX.reshape(R, Ns * n, d) @ Nm).reshape(R, Ns, n, -1)  # (R, N, n, d_out)
-    return out, (X, S, SX, Nm)
+    X1 = augment(X) if X1 is None else X1
+    XM = X.reshape(Ns * n, d) @ M.swapaxes(0, 1).reshape(d, R * d)  # (N n, R d)  rows of X M_r
+    Z = XM.reshape(Ns, n * R, d) @ X.swapaxes(-1, -2)   # (N, n R, n)  row (i, r): (X M_r X^T)_i
+    E = shifted_exp(Z, out=Z)                           #              softmax numerator
+    T = E @ X1                                          # (N, n R, d+1) = [E X, E 1]
+    r = 1.0 / T[..., d]                                 # (N, n R)      1 / row sums
+    SX = T[..., :d] * r[..., None]                      # (N, n R, d)   smax(X M X^T) X
+    SXr = SX.reshape(Ns * n, R, d).swapaxes(0, 1)       # (R, N n, d)   a view: one matrix per run
+    out = (SXr @ Nm).reshape(R, Ns, n, -1)              # (R, N, n, d_out)
+    return out, (X, X1, E, r, SX, Nm)
 
 
 def head_backward(cache, dout: np.ndarray):
@@ -71,8 +98,13 @@ def head_backward(cache, dout: np.ndarray):
 
     .. math::
         \frac{\partial L}{\partial N} = \sum_s (S X)^\top \bar f,\quad
-        G_S = \bar f (X N)^\top,\quad G_Z = S \odot (G_S - \mathrm{rowsum}(G_S \odot S)),\quad
-        \frac{\partial L}{\partial M} = \sum_s X^\top G_Z X.
+        G_S = \bar f (X N)^\top = F X^\top\ (F = \bar f N^\top),\quad
+        G_Z = S \odot (G_S - \langle G_S, S\rangle_{\rm row}),\quad
+        \frac{\partial L}{\partial M} = \sum_s X^\top G_Z X,
+
+    where the row term is :math:`\langle G_S, S\rangle_i = \sum_k (F X^\top)_{ik} S_{ik}
+    = \sum_b F_{ib} (S X)_{ib}`, so :math:`G_S - \langle G_S, S\rangle = [F, -\langle G_S, S\rangle]
+    X_1^\top` is one product, and :math:`S = E / (E\mathbf 1)` enters as a row scaling.
 
     Parameters
     ----------
@@ -83,21 +115,27 @@ def head_backward(cache, dout: np.ndarray):
     -------
     dM : ``(R, d, d)``;  dN : ``(R, d, d_out)``.
     """
-    X, S, SX, Nm = cache
+    X, X1, E, r, SX, Nm = cache
     R, Ns, n, d_out = dout.shape
     d = X.shape[-1]
-    X2 = X.reshape(Ns * n, d)
-    dN = SX.reshape(R, Ns * n, d).swapaxes(-1, -2) @ dout.reshape(R, Ns * n, d_out)
-    XN = (X2 @ Nm).reshape(R, Ns, n, d_out)                     # (R, N, n, d_out)
-    G_S = dout @ XN.swapaxes(-1, -2)                            # (R, N, n, n)
-    G_Z = softmax_vjp(S, G_S, out=G_S)
-    dM = X2.T @ (G_Z @ X).reshape(R, Ns * n, d)                 # (R, d, d)
+    dout = dout.reshape(R, Ns * n, d_out)
+    SX = SX.reshape(Ns * n, R, d)                       # rows (s, i), then runs
+    dN = SX.swapaxes(0, 1).swapaxes(-1, -2) @ dout      # (R, d, d_out)
+    U = np.empty((Ns * n, R, d + 1))                    # [F, -<G_S, S>], scaled by 1 / row sums
+    np.matmul(dout, Nm.swapaxes(-1, -2), out=U[..., :d].swapaxes(0, 1))    # F = f N^T
+    np.einsum("mrb,mrb->mr", U[..., :d], SX, out=U[..., d])                # <G_S, S>
+    np.negative(U[..., d], out=U[..., d])
+    U *= r.reshape(Ns * n, R, 1)
+    G_Z = U.reshape(Ns, n * R, d + 1) @ X1.swapaxes(-1, -2)   # (N, n R, n) = (G_S - <G_S,S>) / E1
+    G_Z *= E                                            #               = S (G_S - <G_S, S>)
+    H = (G_Z @ X).reshape(Ns * n, R * d)                # (N n, R d)    rows of G_Z X
+    dM = (X.reshape(Ns * n, d).T @ H).reshape(d, R, d).swapaxes(0, 1)      # (R, d, d)
     return dM, dN
 
 
-def _products_loss_and_grads(M, Nm, X, Y):
+def _products_loss_and_grads(M, Nm, X, Y, X1=None):
     """Loss per run ``(R,)`` and its gradients with respect to ``M`` and ``N`` (no checks)."""
-    resid, cache = head_forward(M, Nm, X)
+    resid, cache = head_forward(M, Nm, X, X1)
     resid -= Y                                                  # f - Y, (R, N, n, d_out)
     Ns = X.shape[0]
     loss = 0.5 * np.einsum("rsij,rsij->r", resid, resid) / Ns
@@ -114,52 +152,73 @@ def diag_products(params: dict) -> tuple[np.ndarray, np.ndarray]:
     return params["w_K"] * params["w_Q"], params["w_V"] * params["w_O"]
 
 
-def pair_products(X: np.ndarray) -> np.ndarray:
-    r"""``XX`` ``(d, N n n)`` with ``XX[j, (s, i, k)]`` :math:`= X_{s,ij} X_{s,kj}`.
+def diagonal_data(X: np.ndarray, Y: np.ndarray, runs: int) -> dict:
+    r"""The data arrays :func:`_loss_and_grads_ab` works with, for ``runs`` runs (computed once).
 
-    For the diagonal head both the logits and the key-query gradient are matrix products with
-    it: :math:`Z_r = a_r^\top XX` and :math:`\partial\tilde L/\partial a = G_Z\, XX^\top`.
-    It depends on ``X`` only, so a training loop computes it once.
+    * ``"XX"`` ``(N, d, n n)``: the pair products ``XX[s, j, (i, k)]`` :math:`= X_{s,ij} X_{s,kj}`.
+      For the diagonal head the logits and the key-query gradient are products with it,
+      :math:`Z = a^\top XX` and :math:`\partial L/\partial a = G_Z\, XX^\top`;
+    * ``"X1t"`` ``(N, d+1, n)``: :func:`augment` ``(X)`` transposed;
+    * ``"Yt"`` ``(N, d, runs n)``: ``Yt[s, j, (r, i)] = Y[s, i, j]``, the targets in the layout of
+      the outputs, repeated for every run.
     """
     Ns, n, d = X.shape
-    Xt = np.ascontiguousarray(np.moveaxis(X, -1, 0))            # (d, N, n): a small copy
-    return (Xt[:, :, :, None] * Xt[:, :, None, :]).reshape(d, -1)  # built in its final layout
+    XX = np.einsum("sij,skj->sjik", X, X).reshape(Ns, d, n * n)
+    Yt = np.broadcast_to(Y.swapaxes(-1, -2)[:, :, None, :], (Ns, d, runs, n))
+    return {"XX": XX, "X1t": np.ascontiguousarray(augment(X).swapaxes(-1, -2)),
+            "Yt": Yt.reshape(Ns, d, runs * n)}
 
 
-def _loss_and_grads_ab(a, b, X, Y, XX=None):
+def _loss_and_grads_ab(a, b, data):
     r"""Loss :math:`\tilde L(a, b)` per run and its gradients for ``a, b`` of shape ``(R, d)``.
 
-    The diagonal case of :func:`head_forward` / :func:`head_backward`, in its own O(d) form:
+    The diagonal case of :func:`head_forward` / :func:`head_backward`, in its own O(d) form over
+    the arrays of :func:`diagonal_data` (``data``, prepared for ``R`` runs):
 
     .. math::
         Z_{ik} = \sum_j a_j X_{ij}X_{kj},\ S = \mathrm{smax}(Z),\ f_{ij} = b_j (SX)_{ij};\quad
         \frac{\partial L}{\partial b_j} = \sum_{s,i} \bar f_{ij}(SX)_{ij},\
-        G_S = \bar f\,\mathrm{diag}(b) X^\top,\ G_Z = S \odot (G_S - \mathrm{rowsum}(G_S \odot S)),\
+        G_S = \bar f\,\mathrm{diag}(b) X^\top,\ G_Z = S \odot (G_S - \langle G_S, S\rangle_{\rm row}),\
         \frac{\partial L}{\partial a_j} = \sum_{s,i,k} G_Z[i,k] X_{ij}X_{kj},
 
-    where the logits and :math:`\partial L/\partial a` are single matrix products with
-    :func:`pair_products` ``XX`` (pass it to skip recomputing it).
+    with :math:`\langle G_S, S\rangle_i = \sum_j \bar f_{ij} b_j (SX)_{ij}`. The ``(n, d)``
+    arrays are kept transposed, ``(N, d, R n)``, so that every elementwise step runs over long
+    contiguous rows; the attention arrays are ``(N, R n, n)`` (runs stacked in each sequence).
     """
-    R = a.shape[0]
-    Ns, n, d = X.shape
-    XX = pair_products(X) if XX is None else XX
-    Z = (a @ XX).reshape(R, Ns, n, n)                           # (R, N, n, n)  logits
-    S = softmax(Z, out=Z)
-    SX = S @ X                                                  # (R, N, n, d)
-    resid = SX * b[:, None, None, :] - Y                        # f - Y
-    loss = 0.5 * np.einsum("rsij,rsij->r", resid, resid) / Ns
-    resid /= Ns                                                 # cotangent of f
-    gb = np.einsum("rsij,rsij->rj", resid, SX)
-    G_S = (resid * b[:, None, None, :]) @ X.swapaxes(-1, -2)    # (R, N, n, n)
-    G_Z = softmax_vjp(S, G_S, out=G_S)
-    ga = G_Z.reshape(R, -1) @ XX.T                              # (R, d)
+    XX, X1t, Yt = data["XX"], data["X1t"], data["Yt"]
+    R, d = a.shape
+    Ns, n = X1t.shape[0], X1t.shape[-1]
+    if Yt.shape[-1] != R * n:
+        raise ValueError(f"data was prepared for {Yt.shape[-1] // n} runs, got {R}")
+    Z = (a @ XX).reshape(Ns, R * n, n)                  # (N, R n, n)  logits, row (r, i)
+    E = shifted_exp(Z, out=Z)                           #              softmax numerator
+    T = X1t @ E.swapaxes(-1, -2)                        # (N, d+1, R n) = [E X, E 1]^T
+    r = 1.0 / T[:, d]                                   # (N, R n)      1 / row sums
+    SX = T[:, :d] * r[:, None]                          # (N, d, R n)   (S X)^T
+    brow = np.repeat(b.T, n, axis=1)                    # (d, R n)      b_j at every (r, i)
+    resid = SX * brow
+    resid -= Yt                                         # (f - Y)^T
+    loss = 0.5 * np.einsum("sjk,sjk->k", resid, resid).reshape(R, n).sum(-1) / Ns
+    resid /= Ns                                         # cotangent of f
+    P = resid * SX
+    gb = P.sum(0).reshape(d, R, n).sum(-1).T            # (R, d)
+    U = np.empty((Ns, d + 1, R * n))                    # [f diag(b), -<G_S, S>]^T / row sums
+    np.multiply(resid, brow, out=U[:, :d])
+    P *= brow
+    np.sum(P, axis=1, out=U[:, d])                      # <G_S, S>_i = sum_j f_ij b_j (SX)_ij
+    np.negative(U[:, d], out=U[:, d])
+    U *= r[:, None]
+    G_Z = U.swapaxes(-1, -2) @ X1t                      # (N, R n, n) = (G_S - <G_S, S>) / E1
+    G_Z *= E                                            #               = S (G_S - <G_S, S>)
+    ga = (G_Z.reshape(Ns, R, n * n) @ XX.swapaxes(-1, -2)).sum(0)          # (R, d)
     return loss, ga, gb
 
 
-def _diag_loss_and_grads(params, X, Y, XX=None):
-    """Unchecked :func:`loss_and_grads` for parameters with a run axis ``(R, d)``."""
+def _diag_loss_and_grads(params, data):
+    """Unchecked :func:`loss_and_grads` for parameters with a run axis ``(R, d)``, over the
+    arrays of :func:`diagonal_data`."""
     a, b = diag_products(params)
-    loss, ga, gb = _loss_and_grads_ab(a, b, X, Y, XX)
+    loss, ga, gb = _loss_and_grads_ab(a, b, data)
     grads = {"w_K": params["w_Q"] * ga, "w_Q": params["w_K"] * ga,
              "w_V": params["w_O"] * gb, "w_O": params["w_V"] * gb}
     return loss, grads
@@ -191,7 +250,7 @@ def loss_and_grads(params: dict, X: np.ndarray, Y: np.ndarray):
     runs, squeeze = _check_params(params, DIAG_KEYS, kind="diagonal")
     d = runs["w_K"].shape[-1]
     X, Y = _check_XY(X, Y, d, d)
-    loss, grads = _diag_loss_and_grads(runs, X, Y)
+    loss, grads = _diag_loss_and_grads(runs, diagonal_data(X, Y, runs["w_K"].shape[0]))
     return _unrun(loss, grads, squeeze)
 
 
@@ -204,7 +263,7 @@ def loss_and_grads_ab(w: dict, X: np.ndarray, Y: np.ndarray):
     runs, squeeze = _check_params(w, ("a", "b"), kind="product")
     d = runs["a"].shape[-1]
     X, Y = _check_XY(X, Y, d, d)
-    loss, ga, gb = _loss_and_grads_ab(runs["a"], runs["b"], X, Y)
+    loss, ga, gb = _loss_and_grads_ab(runs["a"], runs["b"], diagonal_data(X, Y, runs["a"].shape[0]))
     return _unrun(loss, {"a": ga, "b": gb}, squeeze)
 
 
@@ -217,10 +276,11 @@ def full_products(params: dict) -> tuple[np.ndarray, np.ndarray]:
             params["W_V"] @ params["W_O"].swapaxes(-1, -2))
 
 
-def _full_loss_and_grads(params, X, Y):
-    """Unchecked :func:`full_loss_and_grads` for parameters with a run axis."""
+def _full_loss_and_grads(params, X, Y, X1=None):
+    """Unchecked :func:`full_loss_and_grads` for parameters with a run axis (``X1``: optional
+    :func:`augment` ``(X)``)."""
     M, Nm = full_products(params)
-    loss, dM, dN = _products_loss_and_grads(M, Nm, X, Y)
+    loss, dM, dN = _products_loss_and_grads(M, Nm, X, Y, X1)
     grads = {"W_K": dM @ params["W_Q"], "W_Q": dM.swapaxes(-1, -2) @ params["W_K"],
              "W_V": dN @ params["W_O"], "W_O": dN.swapaxes(-1, -2) @ params["W_V"]}
     return loss, grads

@@ -83,6 +83,7 @@ def gradient_descent(loss_and_grads, params: dict, X, Y, *, eta: float, n_steps,
     # A diverging run overflows on its way to inf; the loop detects the non-finite loss itself
     # and raises DivergenceError, so NumPy's warnings would only be noise.
     step = 0
+    good = params                        # the last parameters with a finite loss
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for step in range(total + 1):
@@ -102,7 +103,8 @@ def gradient_descent(loss_and_grads, params: dict, X, Y, *, eta: float, n_steps,
                     bad = np.flatnonzero(~np.isfinite(loss)).tolist()
                     raise DivergenceError(
                         f"loss became non-finite at step {step} (runs {bad}) with learning rate "
-                        f"eta={eta}; reduce eta", step=step, lr=eta, partial=(params, history()))
+                        f"eta={eta}; reduce eta", step=step, lr=eta, partial=(good, history()))
+                good = params
                 last = step == total
                 new = lr = None
                 if not last:
@@ -176,10 +178,13 @@ def train_diagonal(params: dict, X, Y, *, eta: float, n_steps, log_every: int = 
         res = np.zeros(a.shape[0]) if new is None else conservation_residual(p, g, new, lr)
         return {"a": a, "b": b, "c_KQ": c_kq, "c_VO": c_vo, "conservation_residual": res}
 
-    XX = model.pair_products(X)                             # fixed data: computed once
+    data = {}                        # fixed data: computed once per number of live runs
 
     def loss_and_grads(p, X, Y):
-        return model._diag_loss_and_grads(p, X, Y, XX)
+        R = p["w_K"].shape[0]
+        if R not in data:
+            data[R] = model.diagonal_data(X, Y, R)
+        return model._diag_loss_and_grads(p, data[R])
 
     return gradient_descent(loss_and_grads, params, X, Y, eta=eta, n_steps=n_steps,
                             observe=observe, log_every=log_every, progress=progress)
@@ -214,7 +219,12 @@ def train_full(params: dict, X, Y, *, eta: float, n_steps, log_every: int = 10,
                 "drift_KQ": np.linalg.norm(D[0] - D0[0], axis=(-2, -1)),
                 "drift_VO": np.linalg.norm(D[1] - D0[1], axis=(-2, -1))}
 
-    return gradient_descent(model._full_loss_and_grads, params, X, Y, eta=eta, n_steps=n_steps,
+    X1 = model.augment(X)                                   # fixed data: computed once
+
+    def loss_and_grads(p, X, Y):
+        return model._full_loss_and_grads(p, X, Y, X1)
+
+    return gradient_descent(loss_and_grads, params, X, Y, eta=eta, n_steps=n_steps,
                             observe=observe, log_every=log_every, progress=progress)
 
 
