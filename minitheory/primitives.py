@@ -60,10 +60,12 @@ def softmax(z: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.
     -------
     s : array, same shape as ``z``; entries in ``[0, 1]``, summing to 1 along ``axis``.
     """
-    z = np.moveaxis(z, axis, -1)                 # a view; the work is along the last axis
-    e = shifted_exp(z, out=None if out is None else np.moveaxis(out, axis, -1))
+    last = axis in (-1, z.ndim - 1)
+    if not last:                                 # a view; the work is along the last axis
+        z, out = np.moveaxis(z, axis, -1), None if out is None else np.moveaxis(out, axis, -1)
+    e = shifted_exp(z, out=out)
     e /= np.einsum("...i->...", e)[..., None]
-    return np.moveaxis(e, -1, axis)
+    return e if last else np.moveaxis(e, -1, axis)
 
 
 #: |logit| below which exp neither overflows (e^709.8 is the largest float64) nor underflows to 0

@@ -30,7 +30,7 @@ def test_gradients_match_finite_differences_away_from_kinks(B, L, d, m_b, m_a, m
     # close); the pattern guard below still skips any perturbation that crosses one.
     F, cache = model.forward(*(({k: v[None] for k, v in p.items()}, X[None]) if R is None
                                else (p, X)))
-    assume(np.min(np.abs(cache[-1])) > 1e-3 and np.min(np.abs(1 - y * F)) > 1e-3)
+    assume(np.min(np.abs(cache["P"])) > 1e-3 and np.min(np.abs(1 - y * F)) > 1e-3)
 
     f = contract_runs(lambda q: model.loss_and_grads(q, X, y), R, cot)
     report = check_gradients(f, p, rng=rng, full_max=30,
@@ -88,7 +88,7 @@ def test_pruning_a_row_removes_exactly_its_contribution():
     p = _params(rng, 4, 4, 4, 6, 5, 1.0)
     X = rng.standard_normal((3, 5, 4))
     F, cache = model.forward({k: v[None] for k, v in p.items()}, X[None])
-    P = cache[-1][0]                                                   # (B, L, m)
+    P = cache["P"][0]                                                   # (B, L, m)
     for i in range(6):
         W_O = p["W_O"].copy()
         W_O[i] = 0.0

@@ -27,7 +27,7 @@ def evaluate(params: dict, X, y, rel):
     ``X`` ``(R, n, L, d)``, ``y`` ``(R, n)``, ``rel`` ``(R, n, L)`` bool (the set :math:`S_*`).
     """
     F, cache = model.forward(params, X)
-    A = cache[4]                                            # A[r, b, l, s] = beta_{s,l}
+    A = cache["A"]                                            # A[r, b, l, s] = beta_{s,l}
     relf = rel.astype(np.float64)
     att = np.einsum("rbl,rbls,rbs->rb", relf, A, relf) / relf.sum(-1)
     return (np.mean(np.maximum(0.0, 1.0 - y * F), axis=-1), np.mean(np.sign(F) != y, axis=-1),

@@ -31,18 +31,23 @@ KEYS = TRAINED + ("a",)
 def forward(params: dict, X: np.ndarray):
     r"""Network output :math:`F(X)` for every sample; run axis required (use :func:`output`).
 
-    ``params`` arrays ``(R, ...)``, ``X`` ``(R, B, L, d)``. Returns ``F (R, B)`` and the cache.
+    ``params`` arrays ``(R, ...)``, ``X`` ``(R, B, L, d)``. Returns ``F (R, B)`` and the cache, a
+    dict with the attention ``"A"`` ``(R, B, L, L)`` and the pre-activations ``"P"`` ``(R, B, L, m)``
+    among its entries.
+    The three projections are one product with the stacked :math:`[W_Q; W_K; W_V]`, and every
+    product with a weight matrix runs over all ``B L`` tokens at once.
     """
     W_Q, W_K, W_V, W_O, a = (params[k] for k in KEYS)
-    L = X.shape[-2]
-    Qx = X @ W_Q.swapaxes(-1, -2)[:, None]                  # (R, B, L, m_b)
-    Kx = X @ W_K.swapaxes(-1, -2)[:, None]                  # (R, B, L, m_b)
-    Vx = X @ W_V.swapaxes(-1, -2)[:, None]                  # (R, B, L, m_a)
+    R, B, L, d = X.shape
+    m_b, m = W_Q.shape[-2], W_O.shape[-2]
+    W = np.concatenate([W_Q, W_K, W_V], axis=-2)            # (R, 2 m_b + m_a, d)
+    QKV = (X.reshape(R, B * L, d) @ W.swapaxes(-1, -2)).reshape(R, B, L, -1)
+    Qx, Kx, Vx = QKV[..., :m_b], QKV[..., m_b:2 * m_b], QKV[..., 2 * m_b:]  # (R, B, L, m_*)
     A = softmax(Qx @ Kx.swapaxes(-1, -2))                   # (R, B, L, L); A[.., l, s] = beta_{s,l}
     H = A @ Vx                                              # (R, B, L, m_a)  h_l
-    P = H @ W_O.swapaxes(-1, -2)[:, None]                   # (R, B, L, m)    p_l = W_O h_l
-    F = np.einsum("rbli,rli->rb", np.maximum(P, 0.0), a) / L
-    return F, (X, Qx, Kx, Vx, A, H, P)
+    P = H.reshape(R, B * L, -1) @ W_O.swapaxes(-1, -2)      # (R, B L, m)     p_l = W_O h_l
+    F = (np.maximum(P, 0.0).reshape(R, B, L * m) @ a.reshape(R, L * m, 1))[..., 0] / L
+    return F, {"X": X, "QKV": QKV, "A": A, "H": H, "P": P.reshape(R, B, L, m)}
 
 
 def backward(params: dict, cache, dF: np.ndarray) -> dict:
@@ -56,20 +61,26 @@ def backward(params: dict, cache, dF: np.ndarray) -> dict:
         \bar Q_x = \bar S K_x,\ \ \bar K_x = \bar S^\top Q_x,
 
     and :math:`\nabla W_\star = \sum_{b,l} \bar{(W_\star x)}_{bl}\, x_{bl}^\top` for
-    :math:`\star \in \{Q, K, V\}`. Returns ``{"W_Q", "W_K", "W_V", "W_O"}``, each ``(R, ., .)``.
+    :math:`\star \in \{Q, K, V\}` (one product for the three). Returns
+    ``{"W_Q", "W_K", "W_V", "W_O"}``, each ``(R, ., .)``.
     """
-    X, Qx, Kx, Vx, A, H, P = cache
+    X, QKV, A, H, P = (cache[k] for k in ("X", "QKV", "A", "H", "P"))
     W_O, a = params["W_O"], params["a"]
     R, B, L, d = X.shape
-    dP = (dF[:, :, None, None] / L) * a[:, None] * (P > 0)  # (R, B, L, m)
-    dH = dP @ W_O[:, None]                                  # (R, B, L, m_a)
+    m_b, m = params["W_Q"].shape[-2], W_O.shape[-2]
+    Qx, Kx, Vx = QKV[..., :m_b], QKV[..., m_b:2 * m_b], QKV[..., 2 * m_b:]
+    dP = (dF / L)[:, :, None] * a.reshape(R, 1, L * m)     # (R, B, L m)
+    dP *= P.reshape(R, B, L * m) > 0
+    dP = dP.reshape(R, B * L, m)
+    dH = (dP @ W_O).reshape(R, B, L, -1)                    # (R, B, L, m_a)
     dS = softmax_vjp(A, dH @ Vx.swapaxes(-1, -2))           # (R, B, L, L)
-    dVx = A.swapaxes(-1, -2) @ dH
-    dQx, dKx = dS @ Kx, dS.swapaxes(-1, -2) @ Qx
-    flat = lambda T: T.reshape(R, B * L, T.shape[-1])       # noqa: E731  sum over (b, l) as matmul
-    Xf = flat(X)
-    return {"W_Q": flat(dQx).swapaxes(-1, -2) @ Xf, "W_K": flat(dKx).swapaxes(-1, -2) @ Xf,
-            "W_V": flat(dVx).swapaxes(-1, -2) @ Xf, "W_O": flat(dP).swapaxes(-1, -2) @ flat(H)}
+    dQKV = np.empty(QKV.shape)                              # [dQx, dKx, dVx]
+    np.matmul(dS, Kx, out=dQKV[..., :m_b])
+    np.matmul(dS.swapaxes(-1, -2), Qx, out=dQKV[..., m_b:2 * m_b])
+    np.matmul(A.swapaxes(-1, -2), dH, out=dQKV[..., 2 * m_b:])
+    dW = dQKV.reshape(R, B * L, -1).swapaxes(-1, -2) @ X.reshape(R, B * L, d)   # sum over (b, l)
+    return {"W_Q": dW[:, :m_b], "W_K": dW[:, m_b:2 * m_b], "W_V": dW[:, 2 * m_b:],
+            "W_O": dP.swapaxes(-1, -2) @ H.reshape(R, B * L, -1)}
 
 
 def _loss_and_grads(params, X, y):
@@ -115,7 +126,7 @@ def relu_pattern(params: dict, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     a perturbation that keeps it unchanged sees a smooth function (for gradient checks)."""
     runs, X, y, _ = check_inputs(params, X, y)
     F, cache = forward(runs, X)
-    return np.concatenate([(cache[-1] > 0).ravel(), (y * F < 1).ravel()])
+    return np.concatenate([(cache["P"] > 0).ravel(), (y * F < 1).ravel()])
 
 
 def check_inputs(params, X, y):
