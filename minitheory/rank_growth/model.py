@@ -29,11 +29,13 @@ the loss is then one value per run and each run's gradient is that of its own lo
 matrices one BLAS call per matrix, so the cores stack the runs *inside* each sequence: the
 attention arrays are ``(N_seq, n R, n)``, one ``(n R, n)`` matrix per sequence holding every run's
 ``(n, n)`` block, and each product with ``X_s`` is one call per sequence instead of one per
-(run, sequence). The softmax is never normalized at full size: with the numerator
-:math:`E = \exp(Z - c)` (:func:`~minitheory.primitives.shifted_exp`) and :math:`X_1 = [X, 1]`
-(:func:`augment`), one product :math:`E X_1 = [E X, E\mathbf 1]` gives :math:`S X` after dividing
-the small ``(n, d)`` part by the row sums, and in the backward pass the VJP's row term
-:math:`\langle G_S, S\rangle` rides along as an extra column of the same kind of product.
+(run, sequence). In the backward pass the softmax VJP's row term :math:`\langle G_S, S\rangle`
+rides along as an extra column: with :math:`X_1 = [X, 1]` (:func:`augment`),
+:math:`G_S - \langle G_S, S\rangle\mathbf 1^\top = [F, -\langle G_S, S\rangle] X_1^\top` is one
+product. The diagonal head goes further and never normalizes the softmax at full size: with the
+numerator :math:`E = \exp(Z - c)` (:func:`~minitheory.primitives.shifted_exp`), one product
+:math:`E X_1 = [E X, E\mathbf 1]` gives :math:`S X` after dividing the small ``(n, d)`` part by
+the row sums (its ``(n, d)`` arrays are kept transposed, so that division runs over long rows).
 
 Public functions validate their inputs; the ``_``-prefixed cores skip validation and are what the
 training loops call after validating once.
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..primitives import shifted_exp
+from ..primitives import shifted_exp, softmax
 from ..validation import check_array
 
 DIAG_KEYS = ("w_K", "w_Q", "w_V", "w_O")
@@ -63,16 +65,14 @@ def augment(X: np.ndarray) -> np.ndarray:
 def head_forward(M: np.ndarray, Nm: np.ndarray, X: np.ndarray, X1: np.ndarray | None = None):
     r"""Attention head output :math:`f(X) = \mathrm{smax}(X M X^\top)\, X N` for ``R`` runs.
 
-    .. math::
-        Z = X M X^\top,\quad E = \exp(Z - c),\quad [E X,\ E\mathbf 1] = E X_1,\quad
-        S X = \frac{E X}{E \mathbf 1},\quad f = (S X) N .
+    .. math:: Z = X M X^\top,\quad S = \mathrm{smax}(Z),\quad f = (S X) N .
 
     Parameters
     ----------
     M : ``(R, d, d)`` key-query product :math:`W_K W_Q^\top`.
     Nm : ``(R, d, d_out)`` value-output product :math:`W_V W_O^\top`.
     X : ``(N_seq, n, d)`` input sequences (shared by all runs).
-    X1 : optional :func:`augment` ``(X)``, to skip recomputing it.
+    X1 : optional :func:`augment` ``(X)`` (for the backward pass), to skip recomputing it.
 
     Returns
     -------
@@ -84,13 +84,11 @@ def head_forward(M: np.ndarray, Nm: np.ndarray, X: np.ndarray, X1: np.ndarray | 
     X1 = augment(X) if X1 is None else X1
     XM = X.reshape(Ns * n, d) @ M.swapaxes(0, 1).reshape(d, R * d)  # (N n, R d)  rows of X M_r
     Z = XM.reshape(Ns, n * R, d) @ X.swapaxes(-1, -2)   # (N, n R, n)  row (i, r): (X M_r X^T)_i
-    E = shifted_exp(Z, out=Z)                           #              softmax numerator
-    T = E @ X1                                          # (N, n R, d+1) = [E X, E 1]
-    r = 1.0 / T[..., d]                                 # (N, n R)      1 / row sums
-    SX = T[..., :d] * r[..., None]                      # (N, n R, d)   smax(X M X^T) X
+    S = softmax(Z, out=Z)                               #              smax(X M X^T)
+    SX = S @ X                                          # (N, n R, d)
     SXr = SX.reshape(Ns * n, R, d).swapaxes(0, 1)       # (R, N n, d)   a view: one matrix per run
     out = (SXr @ Nm).reshape(R, Ns, n, -1)              # (R, N, n, d_out)
-    return out, (X, X1, E, r, SX, Nm)
+    return out, (X, X1, S, SX, Nm)
 
 
 def head_backward(cache, dout: np.ndarray):
@@ -104,7 +102,7 @@ def head_backward(cache, dout: np.ndarray):
 
     where the row term is :math:`\langle G_S, S\rangle_i = \sum_k (F X^\top)_{ik} S_{ik}
     = \sum_b F_{ib} (S X)_{ib}`, so :math:`G_S - \langle G_S, S\rangle = [F, -\langle G_S, S\rangle]
-    X_1^\top` is one product, and :math:`S = E / (E\mathbf 1)` enters as a row scaling.
+    X_1^\top` is one product.
 
     Parameters
     ----------
@@ -115,19 +113,18 @@ def head_backward(cache, dout: np.ndarray):
     -------
     dM : ``(R, d, d)``;  dN : ``(R, d, d_out)``.
     """
-    X, X1, E, r, SX, Nm = cache
+    X, X1, S, SX, Nm = cache
     R, Ns, n, d_out = dout.shape
     d = X.shape[-1]
     dout = dout.reshape(R, Ns * n, d_out)
     SX = SX.reshape(Ns * n, R, d)                       # rows (s, i), then runs
     dN = SX.swapaxes(0, 1).swapaxes(-1, -2) @ dout      # (R, d, d_out)
-    U = np.empty((Ns * n, R, d + 1))                    # [F, -<G_S, S>], scaled by 1 / row sums
+    U = np.empty((Ns * n, R, d + 1))                    # [F, -<G_S, S>]
     np.matmul(dout, Nm.swapaxes(-1, -2), out=U[..., :d].swapaxes(0, 1))    # F = f N^T
     np.einsum("mrb,mrb->mr", U[..., :d], SX, out=U[..., d])                # <G_S, S>
     np.negative(U[..., d], out=U[..., d])
-    U *= r.reshape(Ns * n, R, 1)
-    G_Z = U.reshape(Ns, n * R, d + 1) @ X1.swapaxes(-1, -2)   # (N, n R, n) = (G_S - <G_S,S>) / E1
-    G_Z *= E                                            #               = S (G_S - <G_S, S>)
+    G_Z = U.reshape(Ns, n * R, d + 1) @ X1.swapaxes(-1, -2)   # (N, n R, n) = G_S - <G_S, S>
+    G_Z *= S                                            #               the softmax VJP
     H = (G_Z @ X).reshape(Ns * n, R * d)                # (N n, R d)    rows of G_Z X
     dM = (X.reshape(Ns * n, d).T @ H).reshape(d, R, d).swapaxes(0, 1)      # (R, d, d)
     return dM, dN
