@@ -104,7 +104,11 @@ def softmax_vjp(s: np.ndarray, g: np.ndarray, axis: int = -1,
     -------
     array, same shape: the cotangent of the logits.
     """
-    dot = np.einsum("...i,...i->...", np.moveaxis(g, axis, -1), np.moveaxis(s, axis, -1))
-    res = np.subtract(g, np.expand_dims(dot, axis), out=out)
+    gs = g * s
+    if axis in (-1, s.ndim - 1):
+        dot = (gs @ np.ones(s.shape[-1]))[..., None]         # <g, s> per row, as a product
+    else:
+        dot = np.sum(gs, axis=axis, keepdims=True)
+    res = np.subtract(g, dot, out=out)
     res *= s
     return res

@@ -88,7 +88,7 @@ def _loss_and_grads(params, X, y):
     F, cache = forward(params, X)
     margin = y * F
     B = X.shape[1]
-    loss = np.mean(np.maximum(0.0, 1.0 - margin), axis=-1)
+    loss = np.maximum(0.0, 1.0 - margin).sum(-1) / B
     dF = np.where(margin < 1.0, -y, 0.0) / B                # hinge subgradient, 0 at the kink
     return loss, backward(params, cache, dF)
 
