@@ -8,7 +8,9 @@ Measures, in one run:
 - for each model, at the paper's default size and at a large one: microseconds per
   ``loss_and_grads`` and per full training step (median of ``--repeats`` timings, each timing
   averaging enough calls to last ~0.2 s), the achieved GFLOP/s from an analytic FLOP count,
-  and that as a fraction of the matmul rate;
+  and that as a fraction of the matmul rate; next to it, the rate NumPy's ``@`` itself reaches
+  on the shapes of that model's matrix products (:func:`products_rate`), as a fraction of the
+  same matmul rate;
 - the speed-up of training 16 runs on the run axis over 16 runs one after another;
 - the peak resident memory of the process (its largest case is the N = 500, T = 100000
   population step) and the wall time of every default demo (in subprocesses).
@@ -58,8 +60,27 @@ def matmul_rate(repeats: int, n: int = 2048) -> float:
     return 2 * n**3 / timeit(lambda: a @ b, repeats) / 1e9
 
 
+def products_rate(products, repeats: int) -> float:
+    """GFLOP/s of NumPy's ``@`` on a model's own matrix-product shapes: total flops over total
+    time, each ``(shape_a, shape_b)`` timed on random arrays (``nan`` for an empty list).
+
+    Stacks of small matrices and inner dimensions of 4-20 run far below the large-``@`` rate; a
+    step made of such products cannot beat them, so this is the ceiling that step can reach.
+    """
+    if not products:
+        return float("nan")
+    rng = np.random.default_rng(0)
+    flops = seconds = 0.0
+    for sa, sb in products:
+        a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+        flops += 2 * np.prod(np.broadcast_shapes(sa[:-2], sb[:-2])) * sa[-2] * sa[-1] * sb[-1]
+        seconds += timeit(lambda: a @ b, repeats, min_time=0.05)
+    return flops / seconds / 1e9
+
+
 # --------------------------------------------------------------------------------------------
-# One case per (model, size): a loss_and_grads closure, a training-step closure, a FLOP count
+# One case per (model, size): a loss_and_grads closure, a training-step closure, a FLOP count,
+# and the shapes of the matrix products in one loss_and_grads call
 # --------------------------------------------------------------------------------------------
 def case_diagonal(R: int):
     """Diagonal head, the toy of the rank-growth paper (N=256, n=8, d=4), ``R`` init scales."""
@@ -76,7 +97,9 @@ def case_diagonal(R: int):
     Ns, n, d = X.shape
     # forward: XM, Z, SX, out (2 flops per multiply-add); backward: twice the forward
     fwd = 2 * Ns * n * (d * d + n * d + n * d + d * d) + 5 * Ns * n * n
-    return (lambda: model._diag_loss_and_grads(p, prepared)), step, 3 * fwd * R
+    products = [((R, d), (Ns, d, n * n)), ((Ns, d + 1, n), (Ns, n, R * n)),
+                ((Ns, R * n, d + 1), (Ns, d + 1, n)), ((Ns, R, n * n), (Ns, n * n, d))]
+    return (lambda: model._diag_loss_and_grads(p, prepared)), step, 3 * fwd * R, products
 
 
 def case_full(R: int):
@@ -92,7 +115,12 @@ def case_full(R: int):
             p[k] -= 0.02 * g[k]
     Ns, n, d = X.shape
     fwd = 2 * Ns * n * (d * d + n * d + n * d + d * d) + 5 * Ns * n * n
-    return (lambda: model._full_loss_and_grads(p, X, Y, X1)), step, 3 * fwd * R
+    products = [((Ns * n, d), (d, R * d)), ((Ns, n * R, d), (Ns, d, n)),
+                ((Ns, n * R, n), (Ns, n, d)), ((R, Ns * n, d), (R, d, d)),
+                ((R, d, Ns * n), (R, Ns * n, d)), ((R, Ns * n, d), (R, d, d)),
+                ((Ns, n * R, d + 1), (Ns, d + 1, n)), ((Ns, n * R, n), (Ns, n, d)),
+                ((d, Ns * n), (Ns * n, R * d))]
+    return (lambda: model._full_loss_and_grads(p, X, Y, X1)), step, 3 * fwd * R, products
 
 
 def case_softmax_transformer(B: int):
@@ -110,7 +138,11 @@ def case_softmax_transformer(B: int):
             p[k] -= 3.0 * g[k]
     L, d, m = dcfg.L, dcfg.d, 64
     fwd = 2 * B * L * (3 * d * d + L * d + L * d + d * m) + 5 * B * L * L
-    return (lambda: model._loss_and_grads(p, Xr, yr)), step, 3 * fwd
+    products = [((B * L, d), (d, 3 * d)), ((B, L, d), (B, d, L)), ((B, L, L), (B, L, d)),
+                ((B * L, d), (d, m)), ((B, L * m), (L * m, 1)), ((B * L, m), (m, d)),
+                ((B, L, d), (B, d, L))] + [((B, L, L), (B, L, d))] * 3 + \
+        [((3 * d, B * L), (B * L, d)), ((m, B * L), (B * L, d))]
+    return (lambda: model._loss_and_grads(p, Xr, yr)), step, 3 * fwd, products
 
 
 def case_linear_bigram(B: int):
@@ -129,7 +161,7 @@ def case_linear_bigram(B: int):
     N, T = inst.N, inst.T
     # histogram B*T, f and g_V 2*B*N*N each, r@V 2*B*N*N, one-hot product 2*B*T*N
     flops = B * T + 3 * 2 * B * N * N + 2 * B * T * N
-    return (lambda: model._loss_and_grads(p, xs, k, xo)), step, flops
+    return (lambda: model._loss_and_grads(p, xs, k, xo)), step, flops, []
 
 
 def case_population(N: int, T: int = 100_000):
@@ -151,7 +183,7 @@ def case_population(N: int, T: int = 100_000):
         pop._step(s, V, A, 1, pop.column_stats(A, inst.q), inst, G, Xi, Xi_mean,
                   rng.standard_normal((N, N)))
     # per T x N entry: stats 3, gradient 3, update ~10 elementwise flops; O(N^2) parts small
-    return grads, step, 16 * T * N + 20 * N * N
+    return grads, step, 16 * T * N + 20 * N * N, []
 
 
 CASES = [
@@ -170,8 +202,8 @@ CASES = [
 
 def run_axis_speedup(repeats: int, R: int = 16) -> dict:
     """Seconds per run of a diagonal-head GD step: R runs on the run axis vs one at a time."""
-    _, batched, _ = case_diagonal(R)
-    _, single, _ = case_diagonal(1)
+    _, batched, _, _ = case_diagonal(R)
+    _, single, _, _ = case_diagonal(1)
     t_batched = timeit(batched, repeats) / R
     t_single = timeit(single, repeats)
     return {"runs": R, "us_per_run_batched": 1e6 * t_batched,
@@ -210,14 +242,17 @@ def main(argv=None) -> int:
                                      "numpy": np.__version__}, "matmul_gflops": peak,
                          "cases": []}
     for model_name, size, make in CASES:
-        lag, step, flops = make()
+        lag, step, flops, products = make()
         t_lag, t_step = timeit(lag, args.repeats), timeit(step, args.repeats)
-        gflops = flops / t_lag / 1e9
+        gflops, ceiling = flops / t_lag / 1e9, products_rate(products, args.repeats)
         results["cases"].append({"model": model_name, "size": size, "us_loss_and_grads": 1e6 * t_lag,
                                  "us_train_step": 1e6 * t_step, "gflops": gflops,
-                                 "fraction_of_matmul": gflops / peak, "flops": flops})
+                                 "fraction_of_matmul": gflops / peak, "flops": flops,
+                                 "products_gflops": ceiling,
+                                 "products_fraction_of_matmul": ceiling / peak})
         rows.append([model_name, size, f"{1e6 * t_lag:,.0f}", f"{1e6 * t_step:,.0f}",
-                     f"{gflops:.2f}", f"{100 * gflops / peak:.1f}%"])
+                     f"{gflops:.2f}", f"{100 * gflops / peak:.1f}%",
+                     "-" if np.isnan(ceiling) else f"{100 * ceiling / peak:.0f}%"])
         print(f"  {model_name} {size}: {1e6 * t_lag:,.0f} us", file=sys.stderr)
         del lag, step
     results["run_axis"] = run_axis
@@ -226,7 +261,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             results["demo_seconds"] = demo_times(Path(tmp))
     print(format_table(["model", "size", "us / loss_and_grads", "us / train step", "GFLOP/s",
-                        "of matmul"], rows))
+                        "of matmul", "its products' @"], rows))
     ra = results["run_axis"]
     print(f"\nmatmul ceiling: {peak:.1f} GFLOP/s; run axis at {ra['runs']} runs: "
           f"{ra['us_per_run_batched']:.0f} us per run batched vs {ra['us_per_run_sequential']:.0f} "

@@ -1,0 +1,37 @@
+"""The benchmark stays in step with the models (it is run by hand, so nothing else would notice)."""
+import math
+
+import numpy as np
+import pytest
+
+from minitheory import bench
+
+SMALL = [c for c in bench.CASES if "population" not in c[0] and "64" not in c[1] and "1024" not in c[1]]
+
+
+@pytest.mark.parametrize("model_name, size, make", SMALL, ids=[f"{m} {s}" for m, s, _ in SMALL])
+def test_cases_run_and_list_valid_products(model_name, size, make):
+    lag, step, flops, products = make()
+    loss, grads = lag()
+    assert np.all(np.isfinite(loss)) and flops > 0
+    step()
+    for sa, sb in products:                   # every listed product is a valid matmul
+        np.zeros(sa) @ np.zeros(sb)
+
+
+def test_products_rate_counts_flops():
+    assert math.isnan(bench.products_rate([], 1))
+    assert bench.products_rate([((64, 64), (64, 64)), ((3, 8, 5), (5, 2))], 1) > 0
+
+
+def test_population_case_runs():
+    lag, step, flops, products = bench.case_population(20, T=1000)
+    G = lag()
+    assert np.all(np.isfinite(G)) and products == []
+    step()
+
+
+def test_run_axis_speedup_reports_both_timings():
+    out = bench.run_axis_speedup(1, R=2)
+    assert out["runs"] == 2 and out["us_per_run_batched"] > 0 and out["us_per_run_sequential"] > 0
+    assert out["speedup"] == pytest.approx(out["us_per_run_sequential"] / out["us_per_run_batched"])
