@@ -74,7 +74,7 @@ def products_rate(products, repeats: int) -> float:
     for sa, sb in products:
         a, b = rng.standard_normal(sa), rng.standard_normal(sb)
         flops += 2 * np.prod(np.broadcast_shapes(sa[:-2], sb[:-2])) * sa[-2] * sa[-1] * sb[-1]
-        seconds += timeit(lambda: a @ b, repeats, min_time=0.05)
+        seconds += timeit(lambda a=a, b=b: a @ b, repeats, min_time=0.05)
     return flops / seconds / 1e9
 
 
