@@ -40,9 +40,9 @@ def problems():
         return 0.5 * xp.sum((out - a["Y"]) ** 2) / a["X"].shape[0]
 
     prepared = rg_model.diagonal_data(X, Y, 5)     # X-only arrays, once per training run
-    out["diagonal head (R=5)"] = (lambda: rg_model._diag_loss_and_grads(p, prepared),
+    out["diagonal head (R=5)"] = (lambda: rg_model.diag_loss_and_grads_unchecked(p, prepared),
                                   dict(p, X=X, Y=Y), diag_loss, list(rg_model.DIAG_KEYS),
-                                  lambda: float(np.sum(rg_model._diag_loss_and_grads(p, prepared)[0])))
+                                  lambda: float(np.sum(rg_model.diag_loss_and_grads_unchecked(p, prepared)[0])))
 
     Xf, Yf, _, _ = rg_data.full_toy(0, 256, 8, 6)
     pf = rg_data.init_full(np.random.default_rng(1), 6, 6, 6, np.full(6, 0.5))
@@ -55,9 +55,9 @@ def problems():
         return 0.5 * xp.sum((out - a["Y"]) ** 2) / a["X"].shape[0]
 
     X1 = rg_model.augment(Xf)
-    out["full attention head (R=6)"] = (lambda: rg_model._full_loss_and_grads(pf, Xf, Yf, X1),
+    out["full attention head (R=6)"] = (lambda: rg_model.full_loss_and_grads_unchecked(pf, Xf, Yf, X1),
                                         dict(pf, X=Xf, Y=Yf), full_loss, list(rg_model.FULL_KEYS),
-                                        lambda: float(np.sum(rg_model._full_loss_and_grads(pf, Xf, Yf, X1)[0])))
+                                        lambda: float(np.sum(rg_model.full_loss_and_grads_unchecked(pf, Xf, Yf, X1)[0])))
 
     dcfg = ls_data.DataConfig()
     rng = np.random.default_rng(0)
@@ -72,8 +72,8 @@ def problems():
         return xp.mean(xp.maximum(1 - a["y"] * F, 0 * F))
 
     out["softmax 1-layer transformer (B=16)"] = (
-        lambda: ls_model._loss_and_grads(ps, Xs[None], ys[None]), dict(ps, X=Xs, y=ys), ls_loss,
-        list(ls_model.TRAINED), lambda: float(ls_model._loss_and_grads(ps, Xs[None], ys[None])[0][0]))
+        lambda: ls_model.loss_and_grads_unchecked(ps, Xs[None], ys[None]), dict(ps, X=Xs, y=ys), ls_loss,
+        list(ls_model.TRAINED), lambda: float(ls_model.loss_and_grads_unchecked(ps, Xs[None], ys[None])[0][0]))
 
     inst = sb_data.make_instance(rng, 10, 50, 2)
     pb = sb_train.uninformative_init(inst, 1)
@@ -89,9 +89,9 @@ def problems():
         return 0.5 * xp.sum((a["onehot_o"] - f) ** 2) / f.shape[0]
 
     out["linear transformer, bigrams (B=64)"] = (
-        lambda: sb_model._loss_and_grads(pb, xs[None], k[None], xo[None]),
+        lambda: sb_model.loss_and_grads_unchecked(pb, xs[None], k[None], xo[None]),
         dict(pb, k=k, onehot_x=onehot_x, onehot_o=onehot_o), sb_loss, ["V", "A"],
-        lambda: float(sb_model._loss_and_grads(pb, xs[None], k[None], xo[None])[0][0]))
+        lambda: float(sb_model.loss_and_grads_unchecked(pb, xs[None], k[None], xo[None])[0][0]))
     return out
 
 

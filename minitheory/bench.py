@@ -91,7 +91,7 @@ def case_diagonal(R: int):
     prepared = model.diagonal_data(X, Y, R)                 # once per run, as train_diagonal does
 
     def step():
-        _, g = model._diag_loss_and_grads(p, prepared)
+        _, g = model.diag_loss_and_grads_unchecked(p, prepared)
         for k in p:
             p[k] -= eta * g[k]
     Ns, n, d = X.shape
@@ -99,7 +99,7 @@ def case_diagonal(R: int):
     fwd = 2 * Ns * n * (d * d + n * d + n * d + d * d) + 5 * Ns * n * n
     products = [((R, d), (Ns, d, n * n)), ((Ns, d + 1, n), (Ns, n, R * n)),
                 ((Ns, R * n, d + 1), (Ns, d + 1, n)), ((Ns, R, n * n), (Ns, n * n, d))]
-    return (lambda: model._diag_loss_and_grads(p, prepared)), step, 3 * fwd * R, products
+    return (lambda: model.diag_loss_and_grads_unchecked(p, prepared)), step, 3 * fwd * R, products
 
 
 def case_full(R: int):
@@ -110,7 +110,7 @@ def case_full(R: int):
     X1 = model.augment(X)                                   # once per run, as train_full does
 
     def step():
-        _, g = model._full_loss_and_grads(p, X, Y, X1)
+        _, g = model.full_loss_and_grads_unchecked(p, X, Y, X1)
         for k in p:
             p[k] -= 0.02 * g[k]
     Ns, n, d = X.shape
@@ -120,7 +120,7 @@ def case_full(R: int):
                 ((R, d, Ns * n), (R, Ns * n, d)), ((R, Ns * n, d), (R, d, d)),
                 ((Ns, n * R, d + 1), (Ns, d + 1, n)), ((Ns, n * R, n), (Ns, n, d)),
                 ((d, Ns * n), (Ns * n, R * d))]
-    return (lambda: model._full_loss_and_grads(p, X, Y, X1)), step, 3 * fwd * R, products
+    return (lambda: model.full_loss_and_grads_unchecked(p, X, Y, X1)), step, 3 * fwd * R, products
 
 
 def case_softmax_transformer(B: int):
@@ -133,7 +133,7 @@ def case_softmax_transformer(B: int):
     Xr, yr = X[None], y[None]
 
     def step():
-        _, g = model._loss_and_grads(p, Xr, yr)
+        _, g = model.loss_and_grads_unchecked(p, Xr, yr)
         for k in g:
             p[k] -= 3.0 * g[k]
     L, d, m = dcfg.L, dcfg.d, 64
@@ -142,7 +142,7 @@ def case_softmax_transformer(B: int):
                 ((B * L, d), (d, m)), ((B, L * m), (L * m, 1)), ((B * L, m), (m, d)),
                 ((B, L, d), (B, d, L))] + [((B, L, L), (B, L, d))] * 3 + \
         [((3 * d, B * L), (B * L, d)), ((m, B * L), (B * L, d))]
-    return (lambda: model._loss_and_grads(p, Xr, yr)), step, 3 * fwd, products
+    return (lambda: model.loss_and_grads_unchecked(p, Xr, yr)), step, 3 * fwd, products
 
 
 def case_linear_bigram(B: int):
@@ -155,13 +155,13 @@ def case_linear_bigram(B: int):
 
     def step():
         b = data.sample(rng, inst, B)
-        _, g = model._loss_and_grads(p, *(a[None] for a in b))
+        _, g = model.loss_and_grads_unchecked(p, *(a[None] for a in b))
         p["V"] -= 0.03 * g["V"] / inst.mu
         p["A"] -= 0.03 * g["A"] / inst.mu
     N, T = inst.N, inst.T
     # histogram B*T, f and g_V 2*B*N*N each, r@V 2*B*N*N, one-hot product 2*B*T*N
     flops = B * T + 3 * 2 * B * N * N + 2 * B * T * N
-    return (lambda: model._loss_and_grads(p, xs, k, xo)), step, flops, []
+    return (lambda: model.loss_and_grads_unchecked(p, xs, k, xo)), step, flops, []
 
 
 def case_population(N: int, T: int = 100_000):

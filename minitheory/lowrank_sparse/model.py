@@ -83,7 +83,7 @@ def backward(params: dict, cache, dF: np.ndarray) -> dict:
             "W_O": dP.swapaxes(-1, -2) @ H.reshape(R, B * L, -1)}
 
 
-def _loss_and_grads(params, X, y):
+def loss_and_grads_unchecked(params, X, y):
     """Unchecked :func:`loss_and_grads` on the run axis: loss ``(R,)``."""
     F, cache = forward(params, X)
     margin = y * F
@@ -108,7 +108,7 @@ def loss_and_grads(params: dict, X: np.ndarray, y: np.ndarray):
     grads : the four trained matrices; ``"a"`` is fixed and gets no gradient.
     """
     runs, X, y, squeeze = check_inputs(params, X, y)
-    loss, grads = _loss_and_grads(runs, X, y)
+    loss, grads = loss_and_grads_unchecked(runs, X, y)
     if squeeze:
         return float(loss[0]), {k: v[0] for k, v in grads.items()}
     return loss, grads

@@ -122,7 +122,7 @@ def train(seeds, dcfg: data.DataConfig, mcfg: ModelConfig, scfg: SGDConfig,
                 idx = np.stack([g.choice(scfg.n_train, scfg.batch, replace=False) for g in rngs])
                 Xb = np.take_along_axis(Xtr, idx[:, :, None, None], axis=1)   # (R, B, L, d)
                 yb = np.take_along_axis(ytr, idx, axis=1)
-                loss, grads = model._loss_and_grads(params, Xb, yb)
+                loss, grads = model.loss_and_grads_unchecked(params, Xb, yb)
                 new = {k: params[k] - scfg.lr * grads[k] if k in grads else params[k]
                        for k in params}
                 if not (np.all(np.isfinite(loss)) and

@@ -34,7 +34,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ..validation import check_array, check_float, check_int
-from .model import _check_XY, _loss_and_grads_ab, diagonal_data
+from .model import _check_XY, ab_loss_and_grads_unchecked, diagonal_data
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, eps: float = 1e-8,
     def grad(w):
         nonlocal n_evals
         n_evals += 1
-        loss, ga, gb = _loss_and_grads_ab(w[None, :d], w[None, d:], data)
+        loss, ga, gb = ab_loss_and_grads_unchecked(w[None, :d], w[None, d:], data)
         return float(loss[0]), np.concatenate([ga[0], gb[0]])
 
     w, s, tbar = np.zeros(p), np.zeros(p), 0.0

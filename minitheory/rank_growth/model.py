@@ -16,7 +16,7 @@ the two parametrizations:
 * **diagonal head** (the paper's network class :math:`f(x; u \odot v)`): :math:`W_* = \mathrm{diag}(w_*)`,
   so :math:`M = \mathrm{diag}(a)`, :math:`N = \mathrm{diag}(b)` with :math:`a = w_K \odot w_Q`,
   :math:`b = w_V \odot w_O`; keys ``"w_K", "w_Q", "w_V", "w_O"``, each ``(d,)`` or ``(R, d)``.
-  Its loss and gradients (:func:`_loss_and_grads_ab`) are the core's at these diagonal products,
+  Its loss and gradients (:func:`ab_loss_and_grads_unchecked`) are the core's at these diagonal products,
   written in an O(d) form over the data arrays of :func:`diagonal_data` (computed once per
   training run); a test checks it against the core;
 * **full head**: keys ``"W_K", "W_Q", "W_V"`` ``(d, d_h)``, ``"W_O"`` ``(d_out, d_h)``, each with an
@@ -130,7 +130,7 @@ def head_backward(cache, dout: np.ndarray):
     return dM, dN
 
 
-def _products_loss_and_grads(M, Nm, X, Y, X1=None):
+def products_loss_and_grads_unchecked(M, Nm, X, Y, X1=None):
     """Loss per run ``(R,)`` and its gradients with respect to ``M`` and ``N`` (no checks)."""
     resid, cache = head_forward(M, Nm, X, X1)
     resid -= Y                                                  # f - Y, (R, N, n, d_out)
@@ -150,7 +150,7 @@ def diag_products(params: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def diagonal_data(X: np.ndarray, Y: np.ndarray, runs: int) -> dict:
-    r"""The data arrays :func:`_loss_and_grads_ab` works with, for ``runs`` runs (computed once).
+    r"""The data arrays :func:`ab_loss_and_grads_unchecked` works with, for ``runs`` runs (computed once).
 
     * ``"XX"`` ``(N, d, n n)``: the pair products ``XX[s, j, (i, k)]`` :math:`= X_{s,ij} X_{s,kj}`.
       For the diagonal head the logits and the key-query gradient are products with it,
@@ -166,7 +166,7 @@ def diagonal_data(X: np.ndarray, Y: np.ndarray, runs: int) -> dict:
             "Yt": Yt.reshape(Ns, d, runs * n)}
 
 
-def _loss_and_grads_ab(a, b, data):
+def ab_loss_and_grads_unchecked(a, b, data):
     r"""Loss :math:`\tilde L(a, b)` per run and its gradients for ``a, b`` of shape ``(R, d)``.
 
     The diagonal case of :func:`head_forward` / :func:`head_backward`, in its own O(d) form over
@@ -211,11 +211,11 @@ def _loss_and_grads_ab(a, b, data):
     return loss, ga, gb
 
 
-def _diag_loss_and_grads(params, data):
+def diag_loss_and_grads_unchecked(params, data):
     """Unchecked :func:`loss_and_grads` for parameters with a run axis ``(R, d)``, over the
     arrays of :func:`diagonal_data`."""
     a, b = diag_products(params)
-    loss, ga, gb = _loss_and_grads_ab(a, b, data)
+    loss, ga, gb = ab_loss_and_grads_unchecked(a, b, data)
     grads = {"w_K": params["w_Q"] * ga, "w_Q": params["w_K"] * ga,
              "w_V": params["w_O"] * gb, "w_O": params["w_V"] * gb}
     return loss, grads
@@ -247,7 +247,7 @@ def loss_and_grads(params: dict, X: np.ndarray, Y: np.ndarray):
     runs, squeeze = _check_params(params, DIAG_KEYS, kind="diagonal")
     d = runs["w_K"].shape[-1]
     X, Y = _check_XY(X, Y, d, d)
-    loss, grads = _diag_loss_and_grads(runs, diagonal_data(X, Y, runs["w_K"].shape[0]))
+    loss, grads = diag_loss_and_grads_unchecked(runs, diagonal_data(X, Y, runs["w_K"].shape[0]))
     return _unrun(loss, grads, squeeze)
 
 
@@ -260,7 +260,7 @@ def loss_and_grads_ab(w: dict, X: np.ndarray, Y: np.ndarray):
     runs, squeeze = _check_params(w, ("a", "b"), kind="product")
     d = runs["a"].shape[-1]
     X, Y = _check_XY(X, Y, d, d)
-    loss, ga, gb = _loss_and_grads_ab(runs["a"], runs["b"], diagonal_data(X, Y, runs["a"].shape[0]))
+    loss, ga, gb = ab_loss_and_grads_unchecked(runs["a"], runs["b"], diagonal_data(X, Y, runs["a"].shape[0]))
     return _unrun(loss, {"a": ga, "b": gb}, squeeze)
 
 
@@ -273,11 +273,11 @@ def full_products(params: dict) -> tuple[np.ndarray, np.ndarray]:
             params["W_V"] @ params["W_O"].swapaxes(-1, -2))
 
 
-def _full_loss_and_grads(params, X, Y, X1=None):
+def full_loss_and_grads_unchecked(params, X, Y, X1=None):
     """Unchecked :func:`full_loss_and_grads` for parameters with a run axis (``X1``: optional
     :func:`augment` ``(X)``)."""
     M, Nm = full_products(params)
-    loss, dM, dN = _products_loss_and_grads(M, Nm, X, Y, X1)
+    loss, dM, dN = products_loss_and_grads_unchecked(M, Nm, X, Y, X1)
     grads = {"W_K": dM @ params["W_Q"], "W_Q": dM.swapaxes(-1, -2) @ params["W_K"],
              "W_V": dN @ params["W_O"], "W_O": dN.swapaxes(-1, -2) @ params["W_V"]}
     return loss, grads
@@ -312,7 +312,7 @@ def full_loss_and_grads(params: dict, X: np.ndarray, Y: np.ndarray):
     if runs["W_O"].shape[-1] != d_h:
         raise ValueError(f"params['W_O'] must have shape (..., d_out, {d_h}), got {runs['W_O'].shape}")
     X, Y = _check_XY(X, Y, d, d_out)
-    loss, grads = _full_loss_and_grads(runs, X, Y)
+    loss, grads = full_loss_and_grads_unchecked(runs, X, Y)
     return _unrun(loss, grads, squeeze)
 
 

@@ -184,7 +184,7 @@ def train_diagonal(params: dict, X, Y, *, eta: float, n_steps, log_every: int = 
         R = p["w_K"].shape[0]
         if R not in data:
             data[R] = model.diagonal_data(X, Y, R)
-        return model._diag_loss_and_grads(p, data[R])
+        return model.diag_loss_and_grads_unchecked(p, data[R])
 
     return gradient_descent(loss_and_grads, params, X, Y, eta=eta, n_steps=n_steps,
                             observe=observe, log_every=log_every, progress=progress)
@@ -222,7 +222,7 @@ def train_full(params: dict, X, Y, *, eta: float, n_steps, log_every: int = 10,
     X1 = model.augment(X)                                   # fixed data: computed once
 
     def loss_and_grads(p, X, Y):
-        return model._full_loss_and_grads(p, X, Y, X1)
+        return model.full_loss_and_grads_unchecked(p, X, Y, X1)
 
     return gradient_descent(loss_and_grads, params, X, Y, eta=eta, n_steps=n_steps,
                             observe=observe, log_every=log_every, progress=progress)

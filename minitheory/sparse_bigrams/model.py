@@ -68,7 +68,7 @@ def backward(params: dict, xs, k, r, Xa):
     return {"V": g_V, "A": g_A}
 
 
-def _loss_and_grads(params, xs, k, xo):
+def loss_and_grads_unchecked(params, xs, k, xo):
     """Unchecked :func:`loss_and_grads` on the run axis: loss ``(R,)``."""
     f, Xa = forward(params, xs, k)
     r = -f
@@ -91,16 +91,16 @@ def loss_and_grads(params: dict, xs, k, xo):
     loss : float or ``(R,)``;  grads : ``{"V", "A"}`` with the shapes of ``params``.
     """
     runs, xs, k, xo, squeeze = check_inputs(params, xs, k, xo)
-    loss, grads = _loss_and_grads(runs, xs, k, xo)
+    loss, grads = loss_and_grads_unchecked(runs, xs, k, xo)
     if squeeze:
         return float(loss[0]), {kk: v[0] for kk, v in grads.items()}
     return loss, grads
 
 
-def _softmax_loss_and_grads(params, xs, k, xo):
+def softmax_loss_and_grads_unchecked(params, xs, k, xo):
     """Unchecked :func:`softmax_loss_and_grads` on the run axis."""
     S = softmax(params["W"], axis=-2)                                      # (R, T, N)
-    loss, g = _loss_and_grads({"V": params["V"], "A": S}, xs, k, xo)
+    loss, g = loss_and_grads_unchecked({"V": params["V"], "A": S}, xs, k, xo)
     return loss, {"V": g["V"], "W": softmax_vjp(S, g["A"], axis=-2)}
 
 
@@ -118,7 +118,7 @@ def softmax_loss_and_grads(params: dict, xs, k, xo):
     :func:`loss_and_grads`. Returns ``(loss, {"V", "W"})``.
     """
     runs, xs, k, xo, squeeze = check_inputs(params, xs, k, xo, second="W")
-    loss, grads = _softmax_loss_and_grads(runs, xs, k, xo)
+    loss, grads = softmax_loss_and_grads_unchecked(runs, xs, k, xo)
     if squeeze:
         return float(loss[0]), {kk: v[0] for kk, v in grads.items()}
     return loss, grads

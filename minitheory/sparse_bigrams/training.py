@@ -192,10 +192,10 @@ def train(inst: data.Instance, method: Method, seeds, *, steps: int, batch: int 
 def _step(params, xs, k, xo, it, method: Method, mu):
     """One update of ``method`` on a batch; returns ``(loss, new params, learning rate used)``."""
     if method.kind == "softmax":
-        loss, g = model._softmax_loss_and_grads(params, xs, k, xo)
+        loss, g = model.softmax_loss_and_grads_unchecked(params, xs, k, xo)
         return loss, {"V": params["V"] - method.eta * g["V"],
                       "W": params["W"] - method.eta_W * g["W"]}, method.eta
-    loss, g = model._loss_and_grads(params, xs, k, xo)
+    loss, g = model.loss_and_grads_unchecked(params, xs, k, xo)
     V, A = params["V"], params["A"]
     if method.kind == "sgd":
         return loss, {"V": V - method.eta * g["V"], "A": A - method.eta * g["A"]}, method.eta
