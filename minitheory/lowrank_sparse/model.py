@@ -84,7 +84,11 @@ def backward(params: dict, cache, dF: np.ndarray) -> dict:
 
 
 def loss_and_grads_unchecked(params, X, y):
-    """Unchecked :func:`loss_and_grads` on the run axis: loss ``(R,)``."""
+    r"""Unchecked :func:`loss_and_grads` on the run axis (inputs already validated).
+
+    :math:`L = \frac1B\sum_b \max\{0, 1 - y_b F(X_b)\}` per run: ``X`` ``(R, B, L, d)``,
+    ``y`` ``(R, B)``; returns loss ``(R,)`` and grads with the shapes of ``params``.
+    """
     F, cache = forward(params, X)
     margin = y * F
     B = X.shape[1]

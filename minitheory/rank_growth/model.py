@@ -131,7 +131,8 @@ def head_backward(cache, dout: np.ndarray):
 
 
 def products_loss_and_grads_unchecked(M, Nm, X, Y, X1=None):
-    """Loss per run ``(R,)`` and its gradients with respect to ``M`` and ``N`` (no checks)."""
+    r"""Loss per run :math:`L = \tfrac12 \operatorname{mean}_s \|f(X_s) - Y_s\|_F^2` ``(R,)``
+    and its gradients with respect to ``M`` and ``N`` (no checks)."""
     resid, cache = head_forward(M, Nm, X, X1)
     resid -= Y                                                  # f - Y, (R, N, n, d_out)
     Ns = X.shape[0]
@@ -212,8 +213,8 @@ def ab_loss_and_grads_unchecked(a, b, data):
 
 
 def diag_loss_and_grads_unchecked(params, data):
-    """Unchecked :func:`loss_and_grads` for parameters with a run axis ``(R, d)``, over the
-    arrays of :func:`diagonal_data`."""
+    r"""Unchecked :func:`loss_and_grads` for parameters with a run axis ``(R, d)``, over the
+    arrays of :func:`diagonal_data`: :math:`\nabla w_K = w_Q \odot \partial_a \tilde L` etc."""
     a, b = diag_products(params)
     loss, ga, gb = ab_loss_and_grads_unchecked(a, b, data)
     grads = {"w_K": params["w_Q"] * ga, "w_Q": params["w_K"] * ga,
@@ -274,8 +275,8 @@ def full_products(params: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def full_loss_and_grads_unchecked(params, X, Y, X1=None):
-    """Unchecked :func:`full_loss_and_grads` for parameters with a run axis (``X1``: optional
-    :func:`augment` ``(X)``)."""
+    r"""Unchecked :func:`full_loss_and_grads` for parameters with a run axis (``X1``: optional
+    :func:`augment` ``(X)``): :math:`\nabla W_K = \partial_M L\, W_Q` etc."""
     M, Nm = full_products(params)
     loss, dM, dN = products_loss_and_grads_unchecked(M, Nm, X, Y, X1)
     grads = {"W_K": dM @ params["W_Q"], "W_Q": dM.swapaxes(-1, -2) @ params["W_K"],

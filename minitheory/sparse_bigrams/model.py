@@ -69,7 +69,11 @@ def backward(params: dict, xs, k, r, Xa):
 
 
 def loss_and_grads_unchecked(params, xs, k, xo):
-    """Unchecked :func:`loss_and_grads` on the run axis: loss ``(R,)``."""
+    r"""Unchecked :func:`loss_and_grads` on the run axis (inputs already validated).
+
+    :math:`L = \tfrac12 \operatorname{mean}_b \|e_{x_o} - V X A e_k\|^2` per run: ``xs``
+    ``(R, B, T)``, ``k, xo`` ``(R, B)``; returns loss ``(R,)`` and ``{"V", "A"}`` grads.
+    """
     f, Xa = forward(params, xs, k)
     r = -f
     R, B, N = f.shape
@@ -98,7 +102,8 @@ def loss_and_grads(params: dict, xs, k, xo):
 
 
 def softmax_loss_and_grads_unchecked(params, xs, k, xo):
-    """Unchecked :func:`softmax_loss_and_grads` on the run axis."""
+    r"""Unchecked :func:`softmax_loss_and_grads` on the run axis: the linear core at
+    :math:`A = \mathrm{softmax}(W)` (over positions), then :math:`\bar W` by the softmax VJP."""
     S = softmax(params["W"], axis=-2)                                      # (R, T, N)
     loss, g = loss_and_grads_unchecked({"V": params["V"], "A": S}, xs, k, xo)
     return loss, {"V": g["V"], "W": softmax_vjp(S, g["A"], axis=-2)}
