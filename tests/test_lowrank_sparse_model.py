@@ -1,10 +1,13 @@
-"""The one-layer transformer of the low-rank/sparse paper: gradients and invariants (spec (h))."""
+"""The one-layer transformer of the low-rank/sparse paper (arXiv:2406.17167v1, Sec. 2), fast twin:
+gradients against finite differences and the invariants the model must satisfy (query/key gauge,
+positive homogeneity, exact pruning, token permutation). The scalar oracle, the reference and the
+planted wrong forwards are in ``test_lowrank_sparse_reference.py``."""
 import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
 from minitheory.gradcheck import check_gradients
-from minitheory.lowrank_sparse import analysis, model
+from minitheory.lowrank_sparse import analysis, checks, model, reference
 from strategies import contract_runs, scales, seeds, small
 
 
@@ -109,21 +112,36 @@ def test_attention_mass_in_unit_interval_and_uniform_when_W_Q_is_zero():
     assert analysis.evaluate(p, X, y, rel)[2][0] == pytest.approx(4 / 10, abs=1e-15)
 
 
-def test_bad_inputs_name_the_parameter():
+@pytest.mark.parametrize("twin", [model, reference], ids=["fast", "reference"])
+def test_bad_inputs_name_the_parameter(twin):
     rng = np.random.default_rng(5)
     p = _params(rng, 4, 3, 3, 5, 6, 1.0)
     X, y = rng.standard_normal((2, 6, 4)), np.array([1.0, -1.0])
     with pytest.raises(ValueError, match=r"X must have shape \(B, L, 4\)"):
-        model.loss_and_grads(p, X[..., :3], y)
+        twin.loss_and_grads(p, X[..., :3], y)
     with pytest.raises(ValueError, match=r"params\['a'\] must have shape \(L, m\) = \(7, 5\)"):
-        model.loss_and_grads(p, rng.standard_normal((2, 7, 4)), y)
+        twin.loss_and_grads(p, rng.standard_normal((2, 7, 4)), y)
     with pytest.raises(ValueError, match=r"y must have shape"):
-        model.loss_and_grads(p, X, np.ones(3))
+        twin.loss_and_grads(p, X, np.ones(3))
     with pytest.raises(ValueError, match="y must contain only -1 and \\+1"):
-        model.loss_and_grads(p, X, np.array([1.0, 0.0]))
+        twin.loss_and_grads(p, X, np.array([1.0, 0.0]))
     with pytest.raises(ValueError, match=r"params\['W_K'\] must have shape"):
-        model.loss_and_grads(dict(p, W_K=np.ones((2, 4))), X, y)
+        twin.loss_and_grads(dict(p, W_K=np.ones((2, 4))), X, y)
     with pytest.raises(ValueError, match=r"params\['W_O'\] must contain only finite"):
-        model.loss_and_grads(dict(p, W_O=np.full((5, 3), np.nan)), X, y)
+        twin.loss_and_grads(dict(p, W_O=np.full((5, 3), np.nan)), X, y)
     with pytest.raises(ValueError, match="missing keys"):
-        model.loss_and_grads({"W_Q": p["W_Q"]}, X, y)
+        twin.loss_and_grads({"W_Q": p["W_Q"]}, X, y)
+
+
+def test_both_twins_check_through_the_same_module():
+    rng = np.random.default_rng(6)
+    p = _params(rng, 4, 3, 3, 5, 6, 1.0)
+    X = rng.standard_normal((2, 6, 4))
+    assert model.KEYS == reference.KEYS == checks.KEYS
+    runs, X_r, _, squeeze = checks.check_inputs(p, X, None)
+    assert squeeze and X_r.shape == (1, 2, 6, 4) and runs["W_O"].shape == (1, 5, 3)
+    for twin in (model, reference):
+        with pytest.raises(ValueError, match="y must contain only -1 and \\+1"):
+            twin.relu_pattern(p, X, np.array([1.0, 2.0]))
+        with pytest.raises(TypeError, match="params must be a dict"):
+            twin.output([p["W_Q"]], X)
