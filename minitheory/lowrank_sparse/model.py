@@ -1,7 +1,7 @@
 r"""One-layer softmax transformer with a ReLU output layer and hinge loss: the fast twin.
 
 Li, Wang, Zhang, Liu, Chen, arXiv:2406.17167v1, Sec. 2 (the network of Li, Wang, Liu, Chen,
-ICLR 2023, arXiv:2302.06015v1, Sec. 3):
+ICLR 2023, arXiv:2302.06015):
 
 .. math::
     \beta_{s,l} = \mathrm{softmax}_s\big(x_s^\top W_K^\top W_Q x_l\big), \qquad
@@ -43,7 +43,7 @@ def forward(params: dict, X: np.ndarray):
 
     Fast twin of :func:`.reference.forward` (same ``F``; the cache holds the stacked
     projections). Measured gain of the forward pass alone over its reference twin at B=16,
-    L=20, d=20, m=64: 2.5-3.3x with one run, 2.3-3.5x with R=4 (three timings each, shared
+    L=20, d=20, m=64: 2.5-4.0x with one run, 2.3-4.8x with R=4 (four timings each, shared
     2-core machine).
 
     ``params`` arrays ``(R, ...)``, ``X`` ``(R, B, L, d)``. Returns ``F (R, B)`` and the cache, a
@@ -69,8 +69,8 @@ def backward(params: dict, cache, dF: np.ndarray) -> dict:
     r"""Gradients of the four trained matrices from the cotangent ``dF`` ``(R, B)`` of :math:`F`.
 
     Fast twin of :func:`.reference.backward`, which writes the chain rule term by term; the
-    measured gain of the backward pass alone at B=16, L=20, d=20, m=64: 4.6-4.9x with one run,
-    5.7-7.9x with R=4 (three timings each, shared 2-core machine).
+    measured gain of the backward pass alone at B=16, L=20, d=20, m=64: 4.6-5.1x with one run,
+    5.7-7.9x with R=4 (four timings each, shared 2-core machine).
 
     .. math::
         \bar p_l = \tfrac{\bar F}{L} a_l \odot 1[p_l > 0],\ \
@@ -107,7 +107,7 @@ def loss_and_grads_unchecked(params, X, y):
     r"""Unchecked :func:`loss_and_grads` on the run axis (inputs already validated).
 
     Fast twin of :func:`.reference.loss_and_grads_unchecked`; measured gain at B=16, L=20, d=20,
-    m=64: 4.4x with one run, 3.3-5.3x with R=4 (three timings each, shared 2-core machine; the
+    m=64: 4.4x with one run, 3.3-5.3x with R=4 (four timings each, shared 2-core machine; the
     reference's ``einsum`` contractions do not reach BLAS). The training loop calls this function.
 
     :math:`\bar\ell = \frac1B\sum_b \max\{0, 1 - y_b F(X_b)\}` per run: ``X`` ``(R, B, L, d)``,

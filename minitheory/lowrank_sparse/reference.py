@@ -1,8 +1,8 @@
 r"""The one-layer transformer written as the paper writes it: the plain reference.
 
 H. Li, M. Wang, S. Zhang, S. Liu, P.-Y. Chen, "Learning on Transformers is Provable Low-Rank and
-Sparse: A One-layer Analysis", arXiv:2406.17167v1, Sec. 2 (problem formulation); the network is the
-one of H. Li, M. Wang, S. Liu, P.-Y. Chen, ICLR 2023, arXiv:2302.06015v1, Sec. 3. For one sequence
+Sparse: A One-layer Analysis", arXiv:2406.17167v1, Sec. 2; the network is the
+one of H. Li, M. Wang, S. Liu, P.-Y. Chen, ICLR 2023 (arXiv:2302.06015). For one sequence
 :math:`X = [x_1, \dots, x_L]` (here the rows of an ``(L, d)`` array):
 
 .. math::
