@@ -28,7 +28,8 @@ from .data import Instance
 
 
 def one_hot(ids, N: int) -> np.ndarray:
-    r"""Rows :math:`e_{i}^\top` of the :math:`N \times N` identity for integer ids: shape ``ids.shape + (N,)``."""
+    r"""Rows :math:`e_{i}^\top` of the :math:`N \times N` identity for integer ids, shape
+    ``ids.shape + (N,)``."""
     return np.eye(N)[ids]
 
 
@@ -132,7 +133,8 @@ def softmax_loss_and_grads(params: dict, xs, k, xo):
 # Population loss in closed form (x_t iid ~ mu, Sec. 4)
 # --------------------------------------------------------------------------------------------
 def Sigma_of(mu: np.ndarray) -> np.ndarray:
-    r""":math:`\Sigma = D - \mu\mu^\top`, the covariance of one token :math:`e_{x_t}`, :math:`x_t \sim \mu`."""
+    r""":math:`\Sigma = D - \mu\mu^\top`, the covariance of one token :math:`e_{x_t}`,
+    :math:`x_t \sim \mu`."""
     return np.diag(mu) - np.outer(mu, mu)
 
 
