@@ -296,6 +296,10 @@ def _fast_softmax_over_tokens(W, axis=-1, out=None):
     return softmax(W, axis=-1)
 
 
+def _fast_softmax_vjp_without_row_term(S, g, axis=-1, out=None):
+    return S * g
+
+
 def _fast_sigma_inner_without_mean_term(V, W, mu):
     return np.einsum("...ij,...ij,j->...", V, W, mu)
 
@@ -338,6 +342,7 @@ PLANTS = [
     (model, "forward", _fast_forward_histogram_off_by_one, FAST_CHECK),
     (model, "backward", _fast_backward_without_1_over_B, FAST_CHECK),
     (model, "softmax", _fast_softmax_over_tokens, FAST_CHECK),
+    (model, "softmax_vjp", _fast_softmax_vjp_without_row_term, FAST_CHECK),
     (model, "sigma_inner", _fast_sigma_inner_without_mean_term, POP_FAST_CHECK),
     (pop, "soft_threshold_", _fast_soft_threshold_twice, STEP_CHECK),
     (pop, "preconditioned_grads_into", _fast_grads_unigram_sign_flipped, STEP_CHECK),

@@ -117,7 +117,8 @@ def softmax_loss_and_grads_unchecked(params, xs, k, xo):
 
 
 def softmax_loss_and_grads(params: dict, xs, k, xo):
-    r"""The softmax-attention model :math:`f = V X\,\mathrm{softmax}(W e_k)` (Sec. 6).
+    r"""The softmax-attention model :math:`f = V X\,\mathrm{softmax}(W e_k)` that the paper
+    compares with the linear one.
 
     It is the linear model at :math:`A = \mathrm{softmax}(W)` (softmax over positions, per
     column), so its gradients are the linear ones pulled back through the softmax:

@@ -97,7 +97,7 @@ def loss_and_grads(params: dict, xs, k, xo):
 
 
 # --------------------------------------------------------------------------------------------
-# The softmax transformer f = V X softmax(W e_k) (Sec. 6)
+# The softmax transformer f = V X softmax(W e_k), the paper's comparison model
 # --------------------------------------------------------------------------------------------
 def softmax_over_positions(W: np.ndarray) -> np.ndarray:
     r""":math:`s_k = \mathrm{softmax}(W e_k)`: each column of ``W`` ``(T, N)`` normalized over the
@@ -130,7 +130,7 @@ def softmax_loss_and_grads(params: dict, xs, k, xo):
 
 
 # --------------------------------------------------------------------------------------------
-# Population loss in closed form (x_t iid ~ mu, Sec. 4)
+# Population loss in closed form (x_t iid ~ mu)
 # --------------------------------------------------------------------------------------------
 def Sigma_of(mu: np.ndarray) -> np.ndarray:
     r""":math:`\Sigma = D - \mu\mu^\top`, the covariance of one token :math:`e_{x_t}`,
@@ -229,7 +229,8 @@ def preconditioned_grads(params: dict, inst: Instance) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# The large-T step: population gradients plus Gaussian gradient noise (Sec. 7)
+# The large-T step: population gradients plus Gaussian gradient noise [project choice:
+# the paper runs T = 1e5, N in {100, 500}; this noise model emulates a batch of size B]
 # --------------------------------------------------------------------------------------------
 def soft_threshold(u: np.ndarray, theta: float) -> np.ndarray:
     r""":math:`\mathrm{SoftThr}_\theta(u) = \mathrm{sign}(u)\max(|u| - \theta, 0)` entrywise, the
