@@ -1,4 +1,8 @@
-r"""One-layer linear transformer for sparse contextual bigrams (Ren, Wang, Lee 2024, Sec. 3).
+r"""One-layer linear transformer for sparse contextual bigrams (Ren, Wang, Lee 2024, Sec. 3):
+the fast twins. Read :mod:`~minitheory.sparse_bigrams.reference` first: it holds the same
+functions written as the paper writes them, and each function here names its reference twin and
+the speed it gains over it (the training loops call these). Input checks live in
+:mod:`~minitheory.sparse_bigrams.checks`.
 
 .. math::
     f(X, k; V, A) = V X A e_k = \sum_t A_{t,k}\, V e_{x_t}, \qquad
@@ -42,8 +46,8 @@ def forward(params: dict, xs, k):
 
     Fast twin of :func:`reference.forward` (one run, one-hot matrices and ``einsum``):
     :math:`Xa_b = \sum_t A_{t, k_b} e_{x_{b,t}}` by one ``bincount`` over (run, sample, token),
-    for all runs at once. Measured gain [project benchmark, B = 64, T = 50, N = 10]: 2.1x at
-    R = 1, 3.4x at R = 6.
+    for all runs at once. Measured gain (B = 64, T = 50, N = 10; two timeit runs on a loaded
+    machine): 1.8-2.1x at R = 1, 3.4-3.5x at R = 6.
     """
     V, A = params["V"], params["A"]
     R, T, N = A.shape
@@ -81,7 +85,7 @@ def loss_and_grads_unchecked(params, xs, k, xo):
     :math:`L = \tfrac12 \operatorname{mean}_b \|e_{x_o} - V X A e_k\|^2` per run: ``xs``
     ``(R, B, T)``, ``k, xo`` ``(R, B)``; returns loss ``(R,)`` and ``{"V", "A"}`` grads.
     Fast twin of :func:`reference.loss_and_grads` (which loops over runs); measured gain
-    [B = 64, T = 50, N = 10]: 4.4x at R = 1, 20x at R = 6.
+    (B = 64, T = 50, N = 10): 4.4-9.3x at R = 1, 16-20x at R = 6.
     """
     f, Xa = forward(params, xs, k)
     N = f.shape[-1]
@@ -109,8 +113,8 @@ def loss_and_grads(params: dict, xs, k, xo):
 def softmax_loss_and_grads_unchecked(params, xs, k, xo):
     r"""Unchecked :func:`softmax_loss_and_grads` on the run axis: the linear core at
     :math:`A = \mathrm{softmax}(W)` (over positions), then :math:`\bar W` by the softmax VJP.
-    Fast twin of :func:`reference.softmax_loss_and_grads`; measured gain [B = 64, T = 50,
-    N = 10]: 4.1x at R = 1, 9.7x at R = 6."""
+    Fast twin of :func:`reference.softmax_loss_and_grads`; measured gain (B = 64, T = 50,
+    N = 10): 4.1-4.6x at R = 1, 9.7-11x at R = 6."""
     S = softmax(params["W"], axis=-2)                                      # (R, T, N)
     loss, g = loss_and_grads_unchecked({"V": params["V"], "A": S}, xs, k, xo)
     return loss, {"V": g["V"], "W": softmax_vjp(S, g["A"], axis=-2)}
@@ -137,12 +141,13 @@ def softmax_loss_and_grads(params: dict, xs, k, xo):
 # --------------------------------------------------------------------------------------------
 # Population (closed form) side; every function accepts leading run axes on V and A.
 # bayes_error is the reference's (imported above): its fast twin gained only 1.2-1.35x.
+# Gains: python timeit, best of 7 repeats, two runs on a shared 2-core machine (load ~10).
 # --------------------------------------------------------------------------------------------
 def sigma_inner(V: np.ndarray, W: np.ndarray, mu: np.ndarray) -> np.ndarray:
     r""":math:`\langle V, W \rangle_\Sigma = \mathrm{tr}(V \Sigma W^\top) = \sum_{ij} V_{ij}W_{ij}\mu_j - (V\mu)^\top(W\mu)`, O(N²).
 
     Fast twin of :func:`reference.sigma_inner` (which forms :math:`\Sigma`, O(N³), one run):
-    measured gain 1.4x at N = 10 (one run), 8x at N = 10 with R = 6, 90x at N = 500 (the
+    measured gain 1.4x at N = 10 (one run), 7-8x at N = 10 with R = 6, 57-93x at N = 500 (the
     large-T step)."""
     return np.einsum("...ij,...ij,j->...", V, W, mu) - np.einsum("...i,...i->...", V @ mu, W @ mu)
 
@@ -151,7 +156,7 @@ def mu_norm2(M: np.ndarray, mu: np.ndarray) -> np.ndarray:
     r""":math:`\|M\|_\mu^2 = \sum_k \mu_k \|M e_k\|^2` for ``M`` of shape ``(..., ., N)``.
 
     Fast twin of :func:`reference.mu_norm2` (one run): one ``einsum`` over all runs; measured
-    gain at (T, N) = (50, 10): 2.0x for one run, 7x for R = 6."""
+    gain at (T, N) = (50, 10): 2.0-2.4x for one run, 7-9x for R = 6."""
     return np.einsum("...tk,...tk,k->...", M, M, mu)
 
 
@@ -173,7 +178,8 @@ def population_loss(params: dict, inst: Instance):
     Returns a float, or one value per run for stacked ``(R, ., .)`` parameters.
 
     Fast twin of :func:`reference.population_loss` (one run at a time, :math:`\Sigma` formed):
-    all runs in one pass. Measured gain at N = 10, T = 50: 1.0x for one run, 3.4x for R = 6.
+    all runs in one pass. Measured gain at N = 10, T = 50: none for one run (0.7-1.0x), 3.4-5.6x
+    for R = 6 (kept for the run axis).
     """
     V, A, mu = params["V"], params["A"], inst.mu
     aa, aq, c = _column_stats(A, inst)
@@ -198,7 +204,7 @@ def population_grads(params: dict, inst: Instance) -> dict:
 
     Fast twin of :func:`reference.population_grads`: :math:`M\Sigma = M D - (M\mu)\mu^\top` is
     formed without ``Sigma`` (O(N² + TN)), all runs at once. Measured gain at N = 10, T = 50:
-    1.6x for one run, 4.9x for R = 6.
+    1.6x for one run, 2.8-4.9x for R = 6.
     """
     V, A, mu = params["V"], params["A"], inst.mu
     aa, aq, c = _column_stats(A, inst)
@@ -219,7 +225,8 @@ def preconditioned_grads(params: dict, inst: Instance) -> dict:
     ones. :math:`(P, Q^*)` is a zero of both.
 
     Fast twin of :func:`reference.preconditioned_grads` through the fast
-    :func:`population_grads`; measured gain at N = 10, T = 50: 1.3x for one run, 5.0x for R = 6.
+    :func:`population_grads`; measured gain at N = 10, T = 50: 1.3x for one run, 2.9-5.0x for
+    R = 6.
     """
     g = population_grads(params, inst)
     return {key: v / inst.mu for key, v in g.items()}

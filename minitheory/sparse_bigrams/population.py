@@ -151,8 +151,8 @@ def preconditioned_grads_into(G_A: np.ndarray, V: np.ndarray, A: np.ndarray, sta
 
     Fast twin of :func:`reference.preconditioned_grads` (dense ``Q*``, new arrays): two passes
     over the T x N arrays, ``Q*`` entering through its ``Q N`` non-zeros only, ``G_A`` written in
-    place. Measured gain of :func:`column_stats` plus this at T = 1e5: 17x at N = 100, 10x at
-    N = 500.
+    place. Measured gain of :func:`column_stats` plus this at T = 1e5: 7.5-17x at N = 100,
+    10x at N = 500 (timeit, loaded shared machine).
     """
     aa, c, aq = stats
     mu, P = inst.mu, inst.P
@@ -171,7 +171,7 @@ def soft_threshold_(A: np.ndarray, theta: float, tmp: np.ndarray) -> None:
     identity :math:`\mathrm{SoftThr}_\theta(x) = x - \mathrm{clip}(x, -\theta, \theta)` (exact in
     floating point: :math:`x - x = 0` inside, :math:`x \mp \theta` outside). ``tmp`` is scratch.
 
-    Fast twin of :func:`reference.soft_threshold`; measured gain at T = 1e5: 4.1x at N = 100, 4.3x at N = 500."""
+    Fast twin of :func:`reference.soft_threshold`; measured gain at T = 1e5: 4.1-4.6x at N = 100, 4.3x at N = 500."""
     np.clip(A, -theta, theta, out=tmp)
     A -= tmp
 
@@ -226,7 +226,7 @@ def _step(s: Schedule, V, A, it, stats, inst: LargeInstance, G, Xi, Xi_mean, Xi_
 
     Fast twin of :func:`reference.large_t_step` (the update as written, on dense arrays, with new
     arrays at every line): same result to rounding. Measured gain at T = 1e5, stage 2 with
-    noise: 7.8x at N = 100, 3.2x at N = 500 (and memory: the reference peaks at six
+    noise: 7.3-7.8x at N = 100, 3.2x at N = 500 (and memory: the reference peaks at six
     T x N temporaries beyond its inputs and a dense ``Q*``, 2.4 GB at N = 500; this one at none).
 
     With :math:`g = \|V\|_\Sigma^2 a_k - \langle V,P\rangle_\Sigma q_k - u_k\mathbf 1` (the column
