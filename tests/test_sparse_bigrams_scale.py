@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minitheory.gradcheck import check_gradients
-from minitheory.sparse_bigrams import data, model, population as pop, training
+from minitheory.sparse_bigrams import data, model, population as pop, reference
 from strategies import contract_runs, scales, seeds
 
 
@@ -60,31 +60,9 @@ def test_in_place_population_gradients_equal_the_dense_closed_form(seed):
     V, A = rng.standard_normal((5, 5)), rng.standard_normal((7, 5))
     G = np.empty_like(A)
     G_V = pop.preconditioned_grads_into(G, V, A, pop.column_stats(A, inst.q), inst)
-    ref = model.preconditioned_grads({"V": V, "A": A}, dense)
+    ref = reference.preconditioned_grads({"V": V, "A": A}, dense)
     np.testing.assert_allclose(G_V, ref["V"], atol=1e-13)
     np.testing.assert_allclose(G, ref["A"], atol=1e-13)
-
-
-def _plain_step(s, V, A, it, inst, dense, Xi, Xi_V):
-    """The update of the spec (E5), written plainly with the dense closed form."""
-    g = model.preconditioned_grads({"V": V, "A": A}, dense)
-    B = s.B1 if it < s.tau else s.B2
-    G_A, G_V = g["A"].copy(), g["V"].copy()
-    if B != np.inf:
-        G_A += pop.SIGMA_A_TIMES_SQRT_N / np.sqrt(inst.N) / np.sqrt(B) * Xi
-        G_V += pop.SIGMA_V / np.sqrt(B) * Xi_V
-    G_A -= G_A.mean(axis=0)
-    if s.kind == "sgd":
-        return V - s.eta_sgd * G_V * inst.mu, A - s.eta_sgd * G_A * inst.mu
-    V = V - min(s.eta_V, 1 / model.mu_norm2(A, inst.mu)) * G_V
-    A = A - s.eta_A * G_A
-    if it >= s.tau:
-        A = training.soft_threshold(A, s.eta_A * s.lam)
-        if s.balance:
-            c = inst.mu @ A.sum(0)
-            if abs(c) >= 0.1:
-                A, V = A / c, V * c
-    return V, A
 
 
 @pytest.mark.parametrize("schedule", [
@@ -92,12 +70,13 @@ def _plain_step(s, V, A, it, inst, dense, Xi, Xi_V):
     pop.Schedule(eta_A=2.0, B1=np.inf, B2=np.inf, lam=1e-3, tau=0),
     pop.Schedule(kind="sgd", B1=1e4, B2=1e3, eta_sgd=3.0, tau=1)])
 @pytest.mark.parametrize("it", [0, 1])
-def test_fused_step_equals_the_plain_update(schedule, it):
+def test_fused_step_equals_the_reference_step(schedule, it):
     inst, dense = _small()
     rng = np.random.default_rng(3)
     V, A = rng.standard_normal((5, 5)) * 0.3 + 0.2, rng.random((7, 5))
     Xi, Xi_V = rng.standard_normal((7, 5)), rng.standard_normal((5, 5))
-    V2, A2 = _plain_step(schedule, V, A, it, inst, dense, Xi, Xi_V)
+    V2, A2 = reference.large_t_step(schedule, V, A, it, dense, Xi, Xi_V, sigma_V=pop.SIGMA_V,
+                                    sigma_A_times_sqrt_N=pop.SIGMA_A_TIMES_SQRT_N)
     pop._step(schedule, V, A, it, pop.column_stats(A, inst.q), inst, np.empty_like(A), Xi,
               Xi.mean(0), Xi_V)
     np.testing.assert_allclose(V, V2, atol=1e-13)

@@ -132,14 +132,16 @@ def defaults_for(N: int) -> dict:
 # --------------------------------------------------------------------------------------------
 def column_stats(A: np.ndarray, q: SparseAttention):
     r"""Per column: :math:`\|a_k\|^2`, :math:`c_k = \mathbf 1^\top a_k`, :math:`a_k^\top q_k`: two
-    passes over ``A`` and a gather of ``Q`` entries per column."""
+    passes over ``A`` and a gather of the ``Q`` non-zeros of each :math:`q_k` (the three column
+    sums that :func:`reference.population_grads` forms from a dense ``Q*``)."""
     cols = np.arange(A.shape[1])
     return np.einsum("tk,tk->k", A, A), A.sum(0), np.einsum("jk,jk->k", A[q.pos, cols], q.w)
 
 
 def preconditioned_grads_into(G_A: np.ndarray, V: np.ndarray, A: np.ndarray, stats,
                               inst: LargeInstance) -> np.ndarray:
-    r"""Write :math:`G_A` into ``G_A`` and return :math:`G_V` (spec (d), preconditioned form):
+    r"""Write :math:`G_A` into ``G_A`` and return :math:`G_V`, the preconditioned population
+    gradients:
 
     .. math::
         G_V = -\langle A,Q^*\rangle_\mu (P - \mu\mathbf 1^\top) - \bar c\,\mu\mathbf 1^\top
@@ -147,7 +149,10 @@ def preconditioned_grads_into(G_A: np.ndarray, V: np.ndarray, A: np.ndarray, sta
         G_A[:, k] = -\langle V,P\rangle_\Sigma q_k + \|V\|_\Sigma^2 a_k
                     - ((V\mu)^\top\mu - \|V\mu\|^2 c_k)\mathbf 1 .
 
-    Two passes over the T x N arrays; ``Q*`` enters through its ``Q N`` non-zeros only.
+    Fast twin of :func:`reference.preconditioned_grads` (dense ``Q*``, new arrays): two passes
+    over the T x N arrays, ``Q*`` entering through its ``Q N`` non-zeros only, ``G_A`` written in
+    place. Measured gain of :func:`column_stats` plus this at T = 1e5: 7.5-17x at N = 100,
+    10x at N = 500 (timeit, loaded shared machine).
     """
     aa, c, aq = stats
     mu, P = inst.mu, inst.P
@@ -164,7 +169,9 @@ def preconditioned_grads_into(G_A: np.ndarray, V: np.ndarray, A: np.ndarray, sta
 def soft_threshold_(A: np.ndarray, theta: float, tmp: np.ndarray) -> None:
     r"""In place :math:`A \leftarrow \mathrm{SoftThr}_\theta(A)` in two passes, through the Moreau
     identity :math:`\mathrm{SoftThr}_\theta(x) = x - \mathrm{clip}(x, -\theta, \theta)` (exact in
-    floating point: :math:`x - x = 0` inside, :math:`x \mp \theta` outside). ``tmp`` is scratch."""
+    floating point: :math:`x - x = 0` inside, :math:`x \mp \theta` outside). ``tmp`` is scratch.
+
+    Fast twin of :func:`reference.soft_threshold`; measured gain at T = 1e5: 4.1-4.6x at N = 100, 4.3x at N = 500."""
     np.clip(A, -theta, theta, out=tmp)
     A -= tmp
 
@@ -179,8 +186,8 @@ def metrics(V, A, stats, inst: LargeInstance) -> dict:
     cq, qq_c, aa_c = aq - c / T, qq - 1.0 / T, aa - c**2 / T        # centred: Pi A, Pi Q*
     alpha_A = (mu @ cq) / (mu @ qq_c)
     dV = V - alpha_V * P
-    D = V - P
-    return {"dist_V": np.sqrt(np.einsum("ij,ij,j->", D, D, mu)),
+    V_minus_P = V - P
+    return {"dist_V": np.sqrt(np.einsum("ij,ij,j->", V_minus_P, V_minus_P, mu)),
             "dist_A": np.sqrt(max(mu @ (aa - 2 * aq + qq), 0.0)),
             "alpha_V": alpha_V, "alpha_A": alpha_A,
             "resid_V": np.sqrt(max(sigma_inner(dV, dV, mu), 0.0)),
@@ -217,15 +224,21 @@ class NoiseSource:
 def _step(s: Schedule, V, A, it, stats, inst: LargeInstance, G, Xi, Xi_mean, Xi_V) -> None:
     r"""One update of ``(V, A)`` in place, in the fewest passes over the ``(T, N)`` arrays.
 
-    With :math:`g = \|V\|_\Sigma^2 a_k - \langle V,P\rangle_\Sigma q_k - r_k\mathbf 1` (the column
-    :math:`k` of :func:`preconditioned_grads_into`) and the noise :math:`f\xi` (:math:`f =
-    \sigma_A/\sqrt B`), the centred step :math:`A \leftarrow A - \eta(G - \bar G)` has the closed form
+    Fast twin of :func:`reference.large_t_step` (the update as written, on dense arrays, with new
+    arrays at every line): same result to rounding. Measured gain at T = 1e5, stage 2 with
+    noise: 7.3-7.8x at N = 100, 3.2x at N = 500 (and memory: the reference peaks at six
+    T x N temporaries beyond its inputs and a dense ``Q*``, 2.4 GB at N = 500; this one at none).
+
+    With :math:`g = \|V\|_\Sigma^2 a_k - \langle V,P\rangle_\Sigma q_k - u_k\mathbf 1` (the column
+    :math:`k` of :func:`preconditioned_grads_into`, :math:`u_k = (V\mu)^\top\mu - \|V\mu\|^2 c_k`)
+    and the noise :math:`\sigma\xi` (:math:`\sigma = \sigma_A/\sqrt B`), the centred step
+    :math:`A \leftarrow A - \eta(G - \bar G)` has the closed form
 
     .. math::
-        A \leftarrow (1 - \eta\|V\|_\Sigma^2) A - \eta f \xi + \eta\langle V,P\rangle_\Sigma q_k
-        + \eta\big(\|V\|_\Sigma^2 c_k/T - \langle V,P\rangle_\Sigma/T + f\bar\xi_k\big)\mathbf 1 ,
+        A \leftarrow (1 - \eta\|V\|_\Sigma^2) A - \eta \sigma \xi + \eta\langle V,P\rangle_\Sigma q_k
+        + \eta\big(\|V\|_\Sigma^2 c_k/T - \langle V,P\rangle_\Sigma/T + \sigma\bar\xi_k\big)\mathbf 1 ,
 
-    (the row :math:`r_k` cancels in the centring; :math:`\mathbf 1^\top q_k = 1`): four passes
+    (the row :math:`u_k` cancels in the centring; :math:`\mathbf 1^\top q_k = 1`): four passes
     instead of eight, and no temporary but ``G``. For SGD, :math:`\eta` is :math:`\eta_{sgd}\mu_k`
     per column. ``Xi``, ``Xi_mean``, ``Xi_V`` are this step's noise, shared by all runs.
     """
@@ -233,8 +246,8 @@ def _step(s: Schedule, V, A, it, stats, inst: LargeInstance, G, Xi, Xi_mean, Xi_
     mu, T = inst.mu, inst.T
     G_V = preconditioned_grads_into(None, V, A, stats, inst)
     B = s.B1 if it < s.tau else s.B2
-    f = 0.0 if B == np.inf else SIGMA_A_TIMES_SQRT_N / np.sqrt(inst.N * B)
-    if f:
+    sd_A = 0.0 if B == np.inf else SIGMA_A_TIMES_SQRT_N / np.sqrt(inst.N * B)   # sigma_A / sqrt(B)
+    if sd_A:
         G_V = G_V + SIGMA_V / np.sqrt(B) * Xi_V
     if s.kind == "sgd":                                 # unpreconditioned: times D, one step
         eta, eta_V = s.eta_sgd * mu, s.eta_sgd * mu
@@ -243,20 +256,20 @@ def _step(s: Schedule, V, A, it, stats, inst: LargeInstance, G, Xi, Xi_mean, Xi_
         eta, eta_V = s.eta_A, (s.eta_V if aa_mu * s.eta_V <= 1.0 else 1.0 / aa_mu)
     vv, vp = sigma_inner(V, V, mu), sigma_inner(V, inst.P, mu)
     A *= 1.0 - eta * vv
-    if f:
-        np.multiply(Xi, eta * f, out=G)
+    if sd_A:
+        np.multiply(Xi, eta * sd_A, out=G)
         A -= G
-    A += eta * (vv * c / T - vp / T + f * (Xi_mean if f else 0.0))
+    A += eta * (vv * c / T - vp / T + sd_A * (Xi_mean if sd_A else 0.0))
     A[inst.q.pos, np.arange(inst.N)] += (eta * vp) * inst.q.w
     V -= eta_V * G_V
     if s.kind == "two_stage" and it >= s.tau:
         if s.lam > 0:
             soft_threshold_(A, s.eta_A * s.lam, G)
         if s.balance:
-            cc = float(mu @ A.sum(0))
-            if abs(cc) >= 0.1:
-                A /= cc
-                V *= cc
+            c_bar = float(mu @ A.sum(0))                # sum_k mu_k 1^T a_k
+            if abs(c_bar) >= 0.1:
+                A /= c_bar
+                V *= c_bar
 
 
 def simulate(inst: LargeInstance, runs: dict, *, steps: int, rng: np.random.Generator,
