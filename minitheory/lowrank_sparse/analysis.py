@@ -52,13 +52,19 @@ def truncated_params(params: dict, params0: dict, r: int, keys=model.TRAINED) ->
 
     The default ``keys`` are all trained matrices, as in arXiv:2406.17167v1, Fig. 1 ("all
     trainable parameters are approximated with the rank equal to 1, 2, 5, 10, and 20");
-    ``keys=QKV`` keeps the trained :math:`W_O`.
+    ``keys=QKV`` keeps the trained :math:`W_O`. At full rank, ``r >= min(p, q)``, the update
+    is its own best approximation and the trained matrix is returned as it is (no round-off).
     """
+    r = check_int("r", r, low=0)
     unknown = [k for k in keys if k not in model.TRAINED]
     if unknown:
         raise ValueError(f"keys must be trained matrices {model.TRAINED}, got {unknown}")
-    return {k: params0[k] + truncate(params[k] - params0[k], r) if k in keys else params[k]
-            for k in params}
+
+    def approx(k):
+        if k not in keys or r >= min(params[k].shape[-2:]):
+            return params[k]
+        return params0[k] + truncate(params[k] - params0[k], r)
+    return {k: approx(k) for k in params}
 
 
 def rank_r_curve(params: dict, params0: dict, test, ranks, keys=model.TRAINED):

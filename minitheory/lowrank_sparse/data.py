@@ -35,7 +35,7 @@ PATTERN_SETS = ("standard", "random")
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Sizes of the pattern data [project choice: d = 20, M = 10, L = 20, n_rel = 8 (alpha_* =
+    r"""Sizes of the pattern data [project choice: d = 20, M = 10, L = 20, n_rel = 8 (alpha_* =
     0.4), n_conf = 2 (alpha_# = 0.1), sigma = 0.05, so every noisy token stays nearest its own
     pattern].
 
