@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minitheory.lowrank_sparse import analysis, data, model, training
-from minitheory.spectral import energy_share
+from minitheory.spectral import energy_share, singular_values
 from strategies import seeds
 
 
@@ -29,14 +29,94 @@ def test_truncation_end_points():
     rng = np.random.default_rng(0)
     p0 = {k: rng.standard_normal((1, 4, 4)) for k in ("W_Q", "W_K", "W_V", "W_O")}
     p = {k: v + rng.standard_normal((1, 4, 2)) @ rng.standard_normal((1, 2, 4)) for k, v in p0.items()}
-    for r in (2, 3, 4):                               # r >= rank(dW) = 2 reproduces the model
-        t = analysis.truncated_params(p, p0, r)
-        for k in ("W_Q", "W_K", "W_V"):
-            np.testing.assert_allclose(t[k], p[k], atol=1e-12)
-        np.testing.assert_array_equal(t["W_O"], p["W_O"])
-    t = analysis.truncated_params(p, p0, 0)           # r = 0 is the initial model
-    for k in ("W_Q", "W_K", "W_V"):
-        np.testing.assert_array_equal(t[k], p0[k])
+    for keys in (model.TRAINED, analysis.QKV):
+        for r in (2, 3, 4):                           # r >= rank(dW) = 2 reproduces the model
+            t = analysis.truncated_params(p, p0, r, keys)
+            for k in model.TRAINED:
+                np.testing.assert_allclose(t[k], p[k], atol=1e-12)
+        t = analysis.truncated_params(p, p0, 0, keys)  # r = 0 is the initial model
+        for k in model.TRAINED:
+            np.testing.assert_array_equal(t[k], p0[k] if k in keys else p[k])
+    # the default is the paper's Fig. 1: every trained matrix, W_O included
+    t = analysis.truncated_params(p, p0, 1)
+    assert not np.allclose(t["W_O"], p["W_O"])
+    with pytest.raises(ValueError, match="keys must be trained matrices"):
+        analysis.truncated_params(p, p0, 1, keys=("a",))
+    with pytest.raises(ValueError, match="r must be in"):
+        analysis.truncated_params(p, p0, -1)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A short default-size run of two seeds: every update is non-trivial."""
+    res = training.train([0, 1], data.DataConfig(), training.ModelConfig(),
+                         training.SGDConfig(steps=30, n_test=200))
+    assert res.error is None
+    return res
+
+
+def test_all_matrices_at_full_rank_give_the_trained_model_exactly(trained):
+    p, p0, test = trained.params, trained.params0, trained.test
+    full = min(p["W_Q"].shape[-2:])                   # d = 20: full rank of every update
+    assert all(min(p[k].shape[-2:]) == full for k in model.TRAINED)
+    t = analysis.truncated_params(p, p0, full)
+    for k in model.KEYS:
+        np.testing.assert_array_equal(t[k], p[k])
+    np.testing.assert_array_equal(model.forward(t, test[0])[0], model.forward(p, test[0])[0])
+    hinge, att = analysis.rank_r_curve(p, p0, test, [full])
+    h, _, a = analysis.evaluate(p, *test)
+    np.testing.assert_array_equal(hinge[0], h)
+    np.testing.assert_array_equal(att[0], a)
+
+
+def test_rank_one_truncation_leaves_every_update_rank_one(trained):
+    p, p0, test = trained.params, trained.params0, trained.test
+    t = analysis.truncated_params(p, p0, 1)
+    for k in model.TRAINED:
+        s_trained = singular_values(p[k] - p0[k])
+        assert np.all(s_trained[:, 1] > 1e-3)         # the trained update is not rank one ...
+        s = singular_values(t[k] - p0[k])
+        assert np.all(s[:, 1:] <= 1e-10 * s[:, :1])   # ... its truncation is
+        np.testing.assert_allclose(s[:, 0], s_trained[:, 0], rtol=1e-10)
+    qkv = analysis.truncated_params(p, p0, 1, keys=analysis.QKV)
+    np.testing.assert_array_equal(qkv["W_O"], p["W_O"])
+    for k in analysis.QKV:
+        np.testing.assert_array_equal(qkv[k], t[k])
+    # W_O is only truncated in the all-matrix variant, so only its test loss can differ, and
+    # attention (which uses W_Q, W_K only) is the same in both
+    all_h, all_att = analysis.rank_r_curve(p, p0, test, [1])
+    qkv_h, qkv_att = analysis.rank_r_curve(p, p0, test, [1], keys=analysis.QKV)
+    np.testing.assert_array_equal(all_att, qkv_att)
+    assert np.all(all_h != qkv_h)
+
+
+def test_update_spectra_hold_the_requested_steps(trained):
+    W = trained.history["W_K"]                        # (31, R, d, d)
+    steps = (1, 10, 20, 30)
+    sv = analysis.update_spectra(W, steps)
+    assert sv.shape == (4, 2, 20)
+    for j, t in enumerate(steps):
+        np.testing.assert_allclose(sv[j], singular_values(W[t] - W[0]), rtol=1e-12)
+    assert np.all(sv[0, :, 0] < sv[1, :, 0]) and np.all(sv[1, :, 0] < sv[3, :, 0])
+    np.testing.assert_array_equal(analysis.update_spectra(W, [0]), 0.0)
+    with pytest.raises(ValueError, match=r"steps\[1\] must be in \[0, 30\]"):
+        analysis.update_spectra(W, [1, 31])
+
+
+@given(seed=seeds, p=st.integers(1, 5), d=st.integers(2, 8))
+def test_relevant_share_is_one_on_the_span_and_zero_off_it(seed, p, d):
+    rng = np.random.default_rng(seed)
+    mu = data.patterns(data.DataConfig(d=d, M=2, L=3, n_rel=2, n_conf=1), rng)
+    on = rng.standard_normal((p, 2)) @ mu[:2]
+    assert analysis.relevant_share(on, mu) == pytest.approx(1.0, abs=1e-12)
+    off = rng.standard_normal((p, d))
+    off -= off @ mu[:2].T @ mu[:2]                    # remove the span(mu_1, mu_2) part
+    if np.linalg.norm(off) > 1e-6:
+        assert analysis.relevant_share(off, mu) == pytest.approx(0.0, abs=1e-12)
+    assert analysis.relevant_share(np.zeros((p, d)), mu) == 1.0
+    mixed = on + off
+    want = np.sum(on ** 2) / np.sum(mixed ** 2)
+    assert analysis.relevant_share(mixed, mu) == pytest.approx(want, rel=1e-9)
 
 
 def test_pruning_removes_exactly_the_requested_rows_in_order():
@@ -78,8 +158,8 @@ def test_bad_pruning_rate(rate):
 
 
 def test_short_training_run_makes_the_key_update_rank_two():
-    # spec (h): after a short run the top-2 singular values of dW_K hold > 90% of ||dW_K||_F^2,
-    # and W_O splits into rows at init scale and rows that grew
+    # after a short run the top-2 singular values of dW_K hold > 90% of ||dW_K||_F^2 (rank 2),
+    # and not rank one; the test loss falls and attention concentrates on S_*
     res = training.train([0, 1], data.DataConfig(), training.ModelConfig(),
                          training.SGDConfig(steps=40))
     assert res.error is None

@@ -1,14 +1,17 @@
 """SGD on a one-layer transformer makes low-rank updates and a sparse W_O (Li, Wang, Zhang, Liu,
-Chen 2024, Figs. 1-3).
+Chen 2024, arXiv:2406.17167v1, Figs. 1-3).
 
 Trains the one-layer softmax transformer with hinge loss by mini-batch SGD on data made of
-orthonormal patterns (two label-relevant). Then: (1) truncates the updates of W_Q, W_K, W_V to
-rank r and evaluates without retraining; (2) draws the singular values of the update of W_K
-during training; (3) sorts the row norms of W_O and prunes rows by magnitude, at random and
-largest first; (4) draws the training curves. With --seeds S, S seeds train together on one run
-axis and the curves show their mean and range.
+orthonormal patterns (two label-relevant). Then: (1) truncates the updates of all trained
+matrices W_Q, W_K, W_V, W_O to rank r and evaluates without retraining (Fig. 1; truncating
+W_Q, W_K, W_V only is an extra curve); (2) draws the singular values of the update of W_K at
+t = 1, 10, 20, 30, one panel each (Fig. 2 (A)-(D)); (3) sorts the row norms of W_O and prunes
+rows by magnitude, at random and largest first (Fig. 3); (4) draws the training curves (no
+figure of the paper). With --seeds S, S seeds train together on one run axis and the curves
+show their mean and range. --pattern-set random trains on a random orthonormal pattern set
+instead of the standard basis.
 
-    python -m minitheory.demos.lowrank_sparse [--seeds S] [--out DIR] [--show] [--help]
+    python -m minitheory.demos.lowrank_sparse [--seeds S] [--pattern-set random] [--out DIR]
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ NAME = "lowrank_sparse"
 
 @dataclass(frozen=True)
 class Config:
-    """Defaults: the spec, sections (b), (c), (e) [project choice]."""
+    """Defaults [project choice]: the sizes of :class:`data.DataConfig`,
+    :class:`training.ModelConfig` and :class:`training.SGDConfig`; the ranks, steps t and
+    pruning rates of arXiv:2406.17167v1, Figs. 1-3."""
 
     seed: int = field(default=0, metadata={"help": "first seed; run r uses seed + r"})
     seeds: int = field(default=1, metadata={"help": "number of seeds trained together"})
@@ -37,6 +42,10 @@ class Config:
     n_rel: int = field(default=8, metadata={"help": "tokens of the label's pattern per sample"})
     n_conf: int = field(default=2, metadata={"help": "tokens of the other pattern (< n_rel)"})
     sigma: float = field(default=0.05, metadata={"help": "token noise standard deviation"})
+    pattern_set: str = field(default="standard", metadata={
+        "help": "patterns mu_1..mu_M: 'standard' (e_j) or 'random' (random orthonormal set)"})
+    pattern_seed: int = field(default=0, metadata={"help": "seed of the random pattern set "
+                                                           "(shared by all seeds)"})
     m: int = field(default=64, metadata={"help": "neurons (rows of W_O)"})
     xi: float = field(default=0.1, metadata={"help": "W_O init scale: N(0, xi^2/m)"})
     shared_a: bool = field(default=False, metadata={"help": "one output vector a for all "
@@ -74,7 +83,8 @@ class Config:
 
     def data_config(self):
         return data.DataConfig(d=self.d, M=self.M, L=self.L, n_rel=self.n_rel,
-                               n_conf=self.n_conf, sigma=self.sigma)
+                               n_conf=self.n_conf, sigma=self.sigma,
+                               pattern_set=self.pattern_set, pattern_seed=self.pattern_seed)
 
     def model_config(self):
         return training.ModelConfig(m=self.m, xi=self.xi, shared_a=self.shared_a)
@@ -97,18 +107,19 @@ def run(cfg: Config, progress=None):
     p, p0, test = res.params, res.params0, res.test
     full = analysis.evaluate(p, *test)
     m["full_hinge"], m["full_att"] = full[0], full[2]
-    trunc = [analysis.evaluate(analysis.truncated_params(p, p0, r), *test) for r in cfg.ranks]
-    trunc_o = [analysis.evaluate(analysis.truncated_params(p, p0, r, keys=model.TRAINED), *test)
-               for r in cfg.ranks]
     m["ranks"] = np.array(cfg.ranks)
-    m["trunc_hinge"] = np.array([t[0] for t in trunc])                 # (n_ranks, R)
-    m["trunc_att"] = np.array([t[2] for t in trunc])
-    m["trunc_hinge_with_O"] = np.array([t[0] for t in trunc_o])
+    # Fig. 1 of arXiv:2406.17167v1: all trained matrices truncated; ours: W_Q, W_K, W_V only.
+    m["rank_all_hinge"], m["rank_all_att"] = analysis.rank_r_curve(p, p0, test, cfg.ranks)
+    m["rank_qkv_hinge"], m["rank_qkv_att"] = analysis.rank_r_curve(p, p0, test, cfg.ranks,
+                                                                   keys=analysis.QKV)
     m["spectra_steps"] = np.array(cfg.spectra_steps)
-    m["sv_dWK_t"] = singular_values(h["W_K"][list(cfg.spectra_steps)] - h["W_K"][0])
+    m["sv_dWK_t"] = analysis.update_spectra(h["W_K"], cfg.spectra_steps)   # (n_t, R, d)
     for k in model.TRAINED:
         m[f"sv_d{k}"] = singular_values(p[k] - p0[k])                  # (R, k)
         m[f"top2_share_d{k}"] = energy_share(p[k] - p0[k], 2)
+    mu = data.patterns(cfg.data_config())                    # the patterns training used
+    for k in analysis.QKV:
+        m[f"relevant_share_d{k}"] = analysis.relevant_share(p[k] - p0[k], mu)
     m["row_norms"] = np.sort(np.linalg.norm(p["W_O"], axis=-1), axis=-1)  # (R, m)
     m["init_row_scale"] = cfg.xi * np.sqrt(cfg.d / cfg.m)
     m["prune_rates"] = np.array(cfg.prune_rates)
@@ -127,58 +138,110 @@ def first_costly_rate(curve: np.ndarray, rates: np.ndarray, cost: float) -> np.n
     return np.where(bad.any(0), rates[np.argmax(bad, axis=0)], np.inf)
 
 
+PAPER = "arXiv:2406.17167v1"
+
+
 def report(cfg: Config, m: dict, _context=None) -> str:
-    """Tables of the numbers behind the three claims (mean [min, max] over seeds)."""
-    rows = [[k, _common.format_spread(m[f"sv_d{k}"][:, 0]), _common.format_spread(m[f"sv_d{k}"][:, 1]), _common.format_spread(m[f"sv_d{k}"][:, 2]),
-             _common.format_spread(m[f"sv_d{k}"][:, 1] / m[f"sv_d{k}"][:, 2]), _common.format_spread(m[f"top2_share_d{k}"])]
+    """Tables of the numbers behind the paper's Figs. 1-3 (mean [min, max] over seeds)."""
+    spread = _common.format_spread
+    rows = [[k] + [spread(m[f"sv_d{k}"][:, i]) for i in range(3)] +
+            [spread(m[f"sv_d{k}"][:, 1] / m[f"sv_d{k}"][:, 2]), spread(m[f"top2_share_d{k}"]),
+             spread(m[f"relevant_share_d{k}"]) if f"relevant_share_d{k}" in m else ""]
             for k in model.TRAINED]
-    t1 = _common.format_table(["update", "sigma_1", "sigma_2", "sigma_3", "sigma_2/sigma_3",
+    t0 = _common.format_table(["update", "sigma_1", "sigma_2", "sigma_3", "sigma_2/sigma_3",
+                               "top-2 share of ||.||_F^2", "share on span(mu_1, mu_2)"], rows)
+    same_att = np.array_equal(m["rank_all_att"], m["rank_qkv_att"])
+    rows = [[r, spread(m["rank_all_hinge"][i]), spread(m["rank_all_att"][i]),
+             spread(m["rank_qkv_hinge"][i])] + ([] if same_att else [spread(m["rank_qkv_att"][i])])
+            for i, r in enumerate(m["ranks"])]
+    rows.append(["untruncated", spread(m["full_hinge"]), spread(m["full_att"]), ""] +
+                ([] if same_att else [""]))
+    t1 = _common.format_table(
+        ["rank r", "test hinge (all of W_Q, W_K, W_V, W_O)",
+         "att_*" + (" (both; attention uses W_Q, W_K only)" if same_att else " (all)"),
+         "test hinge (W_Q, W_K, W_V only; ours)"] + ([] if same_att else ["att_* (W_Q, W_K, W_V)"]),
+        rows)
+    sv = m["sv_dWK_t"]                                                # (n_t, R, d)
+    rows = [[t] + [spread(sv[j, :, i]) for i in range(3)] +
+            [spread(energy_share_from_sv(sv[j], 2))] for j, t in enumerate(m["spectra_steps"])]
+    t2 = _common.format_table(["step t", "sigma_1", "sigma_2", "sigma_3",
                                "top-2 share of ||.||_F^2"], rows)
-    rows = [[r, _common.format_spread(m["trunc_hinge"][i]), _common.format_spread(m["trunc_att"][i]),
-             _common.format_spread(m["trunc_hinge_with_O"][i])] for i, r in enumerate(m["ranks"])]
-    rows.append(["full", _common.format_spread(m["full_hinge"]), _common.format_spread(m["full_att"]), ""])
-    t2 = _common.format_table(["rank r", "test hinge (Q, K, V truncated)", "att_*",
-                               "test hinge (O truncated too)"], rows)
     small = np.sum(m["row_norms"] < 2 * m["init_row_scale"], axis=-1)
     orders = analysis.PRUNE_ORDERS
-    rows = [[f"{rate:g}"] + [_common.format_spread(m[f"prune_{o}"][i]) for o in orders]
+    rows = [[f"{rate:g}"] + [spread(m[f"prune_{o}"][i]) for o in orders]
             for i, rate in enumerate(m["prune_rates"])]
     rows.append([f"first R costing > {cfg.cost}"] +
-                [_common.format_spread(first_costly_rate(m[f"prune_{o}"], m["prune_rates"], cfg.cost))
+                [spread(first_costly_rate(m[f"prune_{o}"], m["prune_rates"], cfg.cost))
                  for o in orders])
     t3 = _common.format_table(["pruning rate R"] + [f"test hinge, {o}" for o in orders], rows)
     return "\n\n".join([
-        f"Updates W(T) - W(0) after {cfg.steps} steps ({cfg.seeds} seed(s)):", t1,
-        "Rank-r truncation of the updates (Fig. 1):", t2,
-        f"W_O rows still at init scale (< 2 x {m['init_row_scale']:.3f}): {_common.format_spread(small)} of {cfg.m}."
-        " Pruning (Fig. 3):", t3])
+        f"Updates W(T) - W(0) after {cfg.steps} steps ({cfg.seeds} seed(s), "
+        f"{cfg.pattern_set} patterns):", t0,
+        f"Rank-r truncation of the updates, no retraining ({PAPER}, Fig. 1):", t1,
+        f"Singular values of dW_K(t) = W_K(t) - W_K(0) ({PAPER}, Fig. 2 (A)-(D)):", t2,
+        f"W_O rows still at init scale (< 2 x {m['init_row_scale']:.3f}): {spread(small)} of "
+        f"{cfg.m} ({PAPER}, Fig. 3). Pruning rows of W_O, no retraining ({PAPER}, Fig. 3):", t3])
+
+
+def energy_share_from_sv(sv: np.ndarray, k: int) -> np.ndarray:
+    """Share of the squared singular values ``sv`` ``(..., n)`` held by the top ``k``."""
+    total = np.sum(sv ** 2, axis=-1)
+    return np.divide(np.sum(sv[..., :k] ** 2, axis=-1), total, out=np.ones_like(total),
+                     where=total > 0)
 
 
 def plot(cfg: Config, m: dict, _context, out, show: bool):
-    """Figures 1-3 of the paper and the training curves (Fig. 4)."""
+    """The paper's Figs. 1-3 and the training curves (no paper figure)."""
     plt = _common.pyplot(show)
-    seeds = f" ({cfg.seeds} seeds: mean and range)" if cfg.seeds > 1 else ""
+    seeds = f"; {cfg.seeds} seeds: mean and range" if cfg.seeds > 1 else ""
+    pats = "" if cfg.pattern_set == "standard" else "; random orthonormal patterns"
     paths = []
+    # The hinge loss spans 1 .. 1e-4 and is exactly 0 for some seeds: symmetric-log axes,
+    # logarithmic above LIN and linear below, so a zero loss stays on the plot.
+    lin = 1e-4
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, full, label in ((axes[0], "trunc_hinge", "full_hinge", "test hinge loss"),
-                                 (axes[1], "trunc_att", "full_att", "att_* (label-relevant)")):
-        _common.plot_band(ax, m["ranks"], m[key], marker="o", label="Q, K, V updates truncated to rank r")
-        ax.axhline(m[full].mean(), color="k", ls="--", lw=1, label="untruncated")
-        ax.set(xlabel="rank r", ylabel=label, xscale="log")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax = axes[0]
+    _common.plot_band(ax, m["ranks"], m["rank_all_hinge"], marker="o",
+                      label="all of W_Q, W_K, W_V, W_O truncated (paper)")
+    _common.plot_band(ax, m["ranks"], m["rank_qkv_hinge"], marker="s",
+                      ls=":", label="W_Q, W_K, W_V only (ours)")
+    ax.axhline(m["full_hinge"].mean(), color="k", ls="--", lw=1, label="untruncated")
+    ax.set_yscale("symlog", linthresh=lin)
+    ax.set(xlabel="rank r of every truncated update", ylim=(0, 1.5),
+           ylabel=f"test hinge loss (log; linear below {lin:g})", title="(a) test loss")
+    ax = axes[1]
+    same = np.array_equal(m["rank_all_att"], m["rank_qkv_att"])
+    _common.plot_band(ax, m["ranks"], m["rank_all_att"], marker="o",
+                      label="all truncated" + (" (= W_Q, W_K, W_V only)" if same else ""))
+    if not same:
+        _common.plot_band(ax, m["ranks"], m["rank_qkv_att"], marker="s", ls=":",
+                          label="W_Q, W_K, W_V only (ours)")
+    ax.axhline(m["full_att"].mean(), color="k", ls="--", lw=1, label="untruncated")
+    ax.set(xlabel="rank r of every truncated update",
+           ylabel="att_*: attention on label-relevant tokens", title="(b) attention")
+    for ax in axes:
+        ax.set_xscale("log")
         ax.set_xticks(m["ranks"], [str(r) for r in m["ranks"]])
-        ax.legend(fontsize=8)
-    fig.suptitle("Fig. 1: the updates are rank 2, so rank-2 truncation costs nothing" + seeds)
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{PAPER}, Fig. 1: rank-r truncation of the updates W(T) - W(0), no retraining"
+                 + seeds + pats, fontsize=10)
     fig.tight_layout()
     paths.append(_common.save_figure(fig, out, "lowrank_sparse_rank", show))
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    idx = np.arange(1, m["sv_dWK_t"].shape[-1] + 1)
-    for j, t in enumerate(m["spectra_steps"]):
-        _common.plot_band(ax, idx, np.maximum(m["sv_dWK_t"][j].T, 1e-12), marker=".", label=f"t = {t}")
-    ax.set(yscale="log", xlabel="index i", ylabel="σ_i(ΔW_K^(t))",
-           title="Fig. 2: two singular values of ΔW_K dominate" + seeds)
-    ax.legend(fontsize=8)
+    sv = np.maximum(m["sv_dWK_t"], 1e-12)                              # (n_t, R, d)
+    n_t = sv.shape[0]
+    fig, axes = plt.subplots(1, n_t, figsize=(3.1 * n_t + 0.6, 3.6), sharey=True, squeeze=False)
+    idx = np.arange(1, sv.shape[-1] + 1)
+    for j, (ax, t) in enumerate(zip(axes[0], m["spectra_steps"])):
+        _common.plot_band(ax, idx, sv[j].T, marker=".", color="tab:blue")
+        ax.set(yscale="log", xlabel="index i", title=f"({chr(ord('A') + j)}) t = {t}")
+        ax.set_xticks([1, 5, 10, 15, 20] if sv.shape[-1] >= 20 else idx[::max(1, len(idx) // 5)])
+    axes[0, 0].set_ylabel("σ_i(ΔW_K^(t)) (log)")
+    fig.suptitle(f"{PAPER}, Fig. 2: singular values of ΔW_K^(t) = W_K^(t) − W_K^(0)" + seeds
+                 + pats, fontsize=10)
+    fig.tight_layout()
     paths.append(_common.save_figure(fig, out, "lowrank_sparse_spectra", show))
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -186,28 +249,35 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
     norms = m["row_norms"]
     ax.bar(np.arange(1, norms.shape[-1] + 1), norms.mean(0), color="tab:blue")
     ax.axhline(m["init_row_scale"], color="k", ls="--", lw=1, label="init scale ξ√(m_a/m)")
-    ax.set(xlabel="neuron (sorted)", ylabel="‖W_O[i, :]‖", title="(a) sorted row norms of W_O")
-    ax.legend(fontsize=8)
+    ax.set(xlabel="neuron i (sorted by row norm)", ylabel="‖W_O[i, :]‖ (log)", yscale="log",
+           title="(a) sorted row norms of the trained W_O")
+    ax.legend(fontsize=8, loc="upper left")
     ax = axes[1]
     for order in analysis.PRUNE_ORDERS:
         _common.plot_band(ax, m["prune_rates"], m[f"prune_{order}"], marker="o", label=order)
-    ax.set(xlabel="pruning rate R", ylabel="test hinge loss", title="(b) pruning rows of W_O")
-    ax.legend(fontsize=8)
-    fig.suptitle("Fig. 3: W_O is sparse, so magnitude pruning costs almost nothing" + seeds)
+    ax.set(xlabel="pruning rate R (fraction of rows of W_O zeroed)", ylabel="test hinge loss",
+           title="(b) pruning rows of W_O, no retraining")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"{PAPER}, Fig. 3: W_O is sparse, so magnitude pruning costs little" + seeds
+                 + pats, fontsize=10)
     fig.tight_layout()
     paths.append(_common.save_figure(fig, out, "lowrank_sparse_pruning", show))
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     t = np.arange(m["test_hinge"].shape[0])
-    _common.plot_band(axes[0], t, m["test_hinge"], label="test hinge")
-    _common.plot_band(axes[0], t, m["test_error"], label="test 0/1 error")
-    _common.plot_band(axes[1], t, m["att_rel"], label="label-relevant tokens")
-    _common.plot_band(axes[1], t, 1 - m["att_rel"], label="other tokens")
-    axes[0].set(xlabel="SGD step t", title="test loss")
-    axes[1].set(xlabel="SGD step t", title="attention mass of label-relevant queries")
-    for ax in axes:
-        ax.legend(fontsize=8)
-    fig.suptitle("Training curves" + seeds)
+    _common.plot_band(axes[0], t, m["test_hinge"])
+    axes[0].set_yscale("symlog", linthresh=lin)
+    axes[0].set(xlabel="SGD step t", ylabel=f"test hinge loss (log; linear below {lin:g})",
+                ylim=(0, 1.5), title="(a) test hinge loss")
+    _common.plot_band(axes[1], t, m["test_error"], color="tab:red")
+    axes[1].set(xlabel="SGD step t", ylabel="test 0/1 error", title="(b) test 0/1 error")
+    _common.plot_band(axes[2], t, m["att_rel"], label="on label-relevant tokens (att_*)")
+    _common.plot_band(axes[2], t, 1 - m["att_rel"], label="on other tokens (1 − att_*)")
+    axes[2].set(xlabel="SGD step t", ylabel="attention mass of label-relevant queries",
+                title="(c) attention", ylim=(0, 1))
+    axes[2].legend(fontsize=8, loc="center right")
+    fig.suptitle("Training curves (no figure of " + PAPER + "; the attention claim is the "
+                 "ICLR-2023 paper's, arXiv:2302.06015)" + seeds + pats, fontsize=10)
     fig.tight_layout()
     paths.append(_common.save_figure(fig, out, "lowrank_sparse_training", show))
     return paths

@@ -5,9 +5,13 @@ r"""What the trained transformer looks like: low-rank updates, sparse :math:`W_O
   (ICLR-2023 paper; averaged over samples) [project choice].
 - Rank-r truncation of an update :math:`\Delta W = W^{(T)} - W^{(0)}`: the best rank-r
   approximation :math:`U_r \Sigma_r V_r^\top` (Eckart-Young), put back as
-  :math:`W^{(0)} + U_r\Sigma_r V_r^\top` (paper Fig. 1).
+  :math:`W^{(0)} + U_r\Sigma_r V_r^\top`. arXiv:2406.17167v1, Fig. 1 does this for all
+  trainable parameters :math:`W_Q, W_K, W_V, W_O` (the default); truncating only
+  :math:`W_Q, W_K, W_V` (:data:`QKV`) is our extra variant.
+- Update spectra: singular values of :math:`\Delta W^{(t)} = W^{(t)} - W^{(0)}` at chosen steps
+  (arXiv:2406.17167v1, Fig. 2, for :math:`W_K` at t = 1, 10, 20, 30).
 - Pruning: zero :math:`\lceil R m \rceil` rows (neurons) of :math:`W_O`, smallest norm first
-  (magnitude), at random, or largest first; no retraining (paper Fig. 3).
+  (magnitude), at random, or largest first; no retraining (arXiv:2406.17167v1, Fig. 3).
 
 Arrays carry a leading run axis ``R`` (see :mod:`.model`).
 """
@@ -19,6 +23,7 @@ from ..validation import check_float, check_int
 from . import model
 
 PRUNE_ORDERS = ("magnitude", "random", "largest")
+QKV = ("W_Q", "W_K", "W_V")          # the attention matrices: the extra truncation variant
 
 
 def evaluate(params: dict, X, y, rel):
@@ -41,11 +46,48 @@ def truncate(delta: np.ndarray, r: int) -> np.ndarray:
     return (U[..., :r] * s[..., None, :r]) @ Vt[..., :r, :]
 
 
-def truncated_params(params: dict, params0: dict, r: int,
-                     keys=("W_Q", "W_K", "W_V")) -> dict:
-    r"""Parameters with the update of each of ``keys`` replaced by its best rank-``r`` version."""
-    return {k: params0[k] + truncate(params[k] - params0[k], r) if k in keys else params[k]
-            for k in params}
+def truncated_params(params: dict, params0: dict, r: int, keys=model.TRAINED) -> dict:
+    r"""Parameters with the update of each of ``keys`` replaced by its best rank-``r`` version,
+    :math:`W^{(0)} + U_r \Sigma_r V_r^\top`; the other entries are ``params``' own.
+
+    The default ``keys`` are all trained matrices, as in arXiv:2406.17167v1, Fig. 1 ("all
+    trainable parameters are approximated with the rank equal to 1, 2, 5, 10, and 20");
+    ``keys=QKV`` keeps the trained :math:`W_O`. At full rank, ``r >= min(p, q)``, the update
+    is its own best approximation and the trained matrix is returned as it is (no round-off).
+    """
+    r = check_int("r", r, low=0)
+    unknown = [k for k in keys if k not in model.TRAINED]
+    if unknown:
+        raise ValueError(f"keys must be trained matrices {model.TRAINED}, got {unknown}")
+
+    def approx(k):
+        if k not in keys or r >= min(params[k].shape[-2:]):
+            return params[k]
+        return params0[k] + truncate(params[k] - params0[k], r)
+    return {k: approx(k) for k in params}
+
+
+def rank_r_curve(params: dict, params0: dict, test, ranks, keys=model.TRAINED):
+    r"""Test hinge loss and :math:`\mathrm{att}_*` after truncating the updates of ``keys`` to
+    each rank in ``ranks``, without retraining (arXiv:2406.17167v1, Fig. 1): two ``(len(ranks), R)``
+    arrays. ``test`` is ``(X, y, rel)`` as for :func:`evaluate`.
+    """
+    out = [evaluate(truncated_params(params, params0, r, keys), *test) for r in ranks]
+    return np.array([o[0] for o in out]), np.array([o[2] for o in out])
+
+
+def update_spectra(W_history: np.ndarray, steps) -> np.ndarray:
+    r"""Singular values of :math:`W^{(t)} - W^{(0)}` for each ``t`` in ``steps``, largest first.
+
+    ``W_history`` ``(T+1, R, p, q)``: the matrix after each step, ``W_history[0]`` the
+    initialization (``TrainResult.history["W_K"]``). Returns ``(len(steps), R, min(p, q))``;
+    row ``j`` belongs to ``steps[j]`` (arXiv:2406.17167v1, Fig. 2: :math:`W_K` at t = 1, 10,
+    20, 30, one panel each).
+    """
+    W_history = np.asarray(W_history)
+    last = W_history.shape[0] - 1
+    steps = [check_int(f"steps[{j}]", t, low=0, high=last) for j, t in enumerate(steps)]
+    return np.linalg.svd(W_history[steps] - W_history[0], compute_uv=False)
 
 
 def prune_rows(W_O: np.ndarray, rate: float, order: str,
@@ -89,3 +131,19 @@ def pruning_curve(params: dict, test, rates, order: str, rng=None, n_draws: int 
             W_O, _ = prune_rows(params["W_O"], rate, order, rng)
             out[i] += evaluate(dict(params, W_O=W_O), X, y, rel)[0] / draws
     return out
+
+
+def relevant_share(delta: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    r"""Share of :math:`\|\Delta W\|_F^2` whose input side lies in the span of the
+    label-relevant patterns: :math:`\|\Delta W P\|_F^2 / \|\Delta W\|_F^2` with :math:`P` the
+    orthogonal projector onto :math:`\mathrm{span}(\mu_1, \mu_2)`, the label-relevant
+    patterns whose number sets the rank of the updates (arXiv:2406.17167v1, abstract).
+    Defined as 1 for a zero update.
+
+    ``delta`` ``(..., p, d)``, ``mu`` ``(M, d)`` orthonormal rows (:func:`.data.patterns`).
+    Returns ``delta.shape[:-2]``.
+    """
+    on = delta @ mu[:2].T                                   # coordinates along mu_1, mu_2
+    total = np.sum(delta ** 2, axis=(-2, -1))
+    return np.divide(np.sum(on ** 2, axis=(-2, -1)), total, out=np.ones_like(total),
+                     where=total > 0)

@@ -12,6 +12,14 @@ discriminative pattern (the confusion set :math:`S_\#`) and ``L - n_rel - n_conf
 tokens with patterns uniform on :math:`\{3..M\}`, in a random order per sample. Then
 :math:`\alpha_* = n_{rel}/L`, :math:`\alpha_\# = n_{conf}/L`, and ``n_rel > n_conf`` rules out ties.
 
+The patterns are the standard basis :math:`\mu_j = e_j` by default [project choice]. Any
+orthonormal set trains the same in law: rotating the tokens by an orthogonal :math:`\Omega`
+maps the initialization ``W_Q = W_K = 0.5 I``, ``W_V = I`` to itself under
+:math:`W \mapsto \Omega W \Omega^\top` and the Gaussian :math:`W_O` to :math:`W_O \Omega^\top`, which has
+the same law, so losses, update spectra and row norms have the same distribution.
+``DataConfig(pattern_set="random")`` draws a random orthonormal set, which shows that the
+low-rank updates align with :math:`\mu_1, \mu_2` and not with coordinate axes.
+
 Code indices are 0-based: pattern 0 is :math:`\mu_1`, pattern 1 is :math:`\mu_2`.
 """
 from __future__ import annotations
@@ -22,14 +30,21 @@ import numpy as np
 
 from ..validation import check_float, check_int, check_types
 
+PATTERN_SETS = ("standard", "random")
+
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Sizes of the pattern data; defaults of the spec, section (b) [project choice].
+    r"""Sizes of the pattern data [project choice: d = 20, M = 10, L = 20, n_rel = 8 (alpha_* =
+    0.4), n_conf = 2 (alpha_# = 0.1), sigma = 0.05, so every noisy token stays nearest its own
+    pattern].
 
     ``d`` dimension, ``M`` patterns (``2 <= M <= d``), ``L`` tokens per sample, ``n_rel``
     label-pattern tokens, ``n_conf`` tokens of the other discriminative pattern
     (``0 <= n_conf < n_rel``, ``n_rel + n_conf <= L``), ``sigma`` noise standard deviation.
+    ``pattern_set``: ``"standard"`` (:math:`\mu_j = e_j`) or ``"random"`` (a random
+    orthonormal set drawn from ``np.random.default_rng(pattern_seed)``, the same for every
+    run that uses this config); see :func:`patterns`.
     """
 
     d: int = 20
@@ -38,6 +53,8 @@ class DataConfig:
     n_rel: int = 8
     n_conf: int = 2
     sigma: float = 0.05
+    pattern_set: str = "standard"
+    pattern_seed: int = 0
 
     def __post_init__(self):
         check_types(self)
@@ -53,18 +70,27 @@ class DataConfig:
             raise ValueError(f"M must be >= 3 when samples have irrelevant tokens "
                              f"(L - n_rel - n_conf = {self.L - self.n_rel - self.n_conf}), got M={self.M}")
         check_float("sigma", self.sigma, low=0.0)
+        if self.pattern_set not in PATTERN_SETS:
+            raise ValueError(f"pattern_set must be one of {PATTERN_SETS}, got {self.pattern_set!r}")
+        check_int("pattern_seed", self.pattern_seed, low=0)
 
 
 def patterns(cfg: DataConfig, rng: np.random.Generator | None = None) -> np.ndarray:
-    r"""Orthonormal patterns as rows, ``(M, d)``: :math:`\mu_j = e_j`, or a random orthonormal
-    set (the first ``M`` columns of the Q factor of a Gaussian ``(d, d)`` matrix) if ``rng``."""
+    r"""Orthonormal patterns :math:`\mu_1..\mu_M` as rows, ``(M, d)``.
+
+    A random orthonormal set (the first ``M`` columns of the Q factor of a Gaussian ``(d, d)``
+    matrix) drawn from ``rng`` if one is given, else from ``default_rng(cfg.pattern_seed)`` if
+    ``cfg.pattern_set == "random"``; otherwise the standard basis :math:`\mu_j = e_j`.
+    """
     if rng is None:
-        return np.eye(cfg.M, cfg.d)
+        if cfg.pattern_set == "standard":
+            return np.eye(cfg.M, cfg.d)
+        rng = np.random.default_rng(cfg.pattern_seed)
     return np.linalg.qr(rng.standard_normal((cfg.d, cfg.d)))[0][:, :cfg.M].T.copy()
 
 
 def sample(rng: np.random.Generator, n: int, cfg: DataConfig, mu: np.ndarray | None = None):
-    """Draw ``n`` samples.
+    """Draw ``n`` samples with the patterns ``mu`` ``(M, d)`` (default :func:`patterns` of ``cfg``).
 
     Returns
     -------
