@@ -5,8 +5,8 @@ from hypothesis import given, strategies as st
 
 from minitheory.gradcheck import check_gradients
 from minitheory.sparse_bigrams import data, model, population as pop, training
-from strategies import contract_runs, scales, seeds
 from minitheory.validation import DivergenceError
+from strategies import contract_runs, scales, seeds
 
 
 @given(N=st.integers(2, 5), T=st.integers(1, 6), B=st.integers(1, 8), R=st.sampled_from([None, 2]),
