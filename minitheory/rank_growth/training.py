@@ -13,7 +13,10 @@ computed before any of them changes.
 :math:`c_i = u_i^2 - v_i^2` for each pair :math:`(u, v) = (w_K, w_Q)` and :math:`(w_V, w_O)`;
 one gradient-descent step multiplies it by exactly :math:`(1 - \eta^2 g_i^2)`,
 :math:`g_i = \partial_i \tilde L`. :func:`train_diagonal` logs :math:`c` and the residual of that
-identity at every step.
+identity (:func:`conservation_residual`) at every logged step.
+
+:func:`gradient_descent` is the update rule; :func:`minitheory.loop.run` runs it (logging,
+progress, divergence, Ctrl-C).
 """
 from __future__ import annotations
 
@@ -21,8 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..spectral import numerical_rank, singular_values, stable_rank
 from .. import loop
+from ..spectral import numerical_rank, singular_values, stable_rank
 from ..validation import TrainingStopped, check_float, check_int
 from . import model
 
@@ -227,8 +230,8 @@ def train_full(params: dict, X, Y, *, eta: float, n_steps, log_every: int = 10,
     D0 = _gram_differences(params)
 
     def observe(p, g, new, lr):
-        M, Nm = model.full_products(p)
-        dM, dN = M - M0, Nm - N0
+        M_t, N_t = model.full_products(p)
+        dM, dN = M_t - M0, N_t - N0
         D = _gram_differences(p)
         return {"sv_dM": singular_values(dM), "sv_dN": singular_values(dN),
                 "srank_dM": stable_rank(dM), "srank_dN": stable_rank(dN),
