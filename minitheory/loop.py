@@ -118,7 +118,7 @@ def nonfinite(new_state: dict, out: dict) -> str:
     """The keys of ``new_state`` and ``out`` (dicts of arrays) holding a non-finite value, as one
     string (``""`` if none): the default divergence check of :func:`run`."""
     bad = [key for part in (new_state, out) for key, v in part.items()
-           if not np.all(np.isfinite(v))]
+           if not np.isfinite(v).all()]
     return ", ".join(dict.fromkeys(bad))
 
 
