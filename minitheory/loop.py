@@ -26,7 +26,8 @@ normally or raises a :class:`~minitheory.validation.TrainingStopped`:
 
 Both carry ``.step``, ``.lr`` and ``.partial = (state, history)``: ``state`` is the input of
 ``step``, the last state that passed the check (for an update written in place, whatever it
-left), and ``history`` holds the steps logged before ``step``, every array of the same length.
+left), and ``history`` holds the steps logged before ``step`` (a Ctrl-C that lands after
+``step`` was logged keeps that entry too), every array of the same length.
 A trainer that returns something else re-raises with ``.partial`` in the form it returns on
 success. :func:`outcome` turns the exception back into a value for callers that report, not
 raise (the demos).
