@@ -81,7 +81,6 @@ def test_training_on_random_patterns_learns_updates_along_them():
     mu = data.patterns(dcfg)
     res = training.train([0, 1], dcfg, training.ModelConfig(),
                          training.SGDConfig(steps=40, n_test=200))
-    assert res.error is None
     assert np.all(res.history["test_hinge"][-1] < 0.1)
     dK = res.params["W_K"] - res.params0["W_K"]
     dV = res.params["W_V"] - res.params0["W_V"]
