@@ -47,7 +47,8 @@ class Config:
     tbar_max: float = field(default=3.0, metadata={"help": "train to rescaled time t/log(1/alpha)"})
     detail_alpha: float = field(default=1e-8, metadata={"help": "alpha of the entries figure "
                                                                 "(one of --alphas)"})
-    euler_step: float = field(default=0.05, metadata={"help": "Euler step of Algorithm 1 (B)"})
+    euler_step: float = field(default=0.05, metadata={"help": "largest Euler step of Algorithm "
+                                                              "1 (B), in (0, 100]"})
     threshold: float = field(default=0.05, metadata={"help": "|w_i| above which a coordinate "
                                                              "counts as active"})
     paper_toy: bool = field(default=False, metadata={
@@ -78,7 +79,7 @@ class Config:
         alphas = data.check_alphas(self.alphas)
         check_float("eta", self.eta, low=0.0, low_open=True)
         check_float("tbar_max", self.tbar_max, low=0.0, low_open=True, high=100.0)
-        check_float("euler_step", self.euler_step, low=0.0, high=0.5, low_open=True)
+        check_float("euler_step", self.euler_step, low=0.0, high=100.0, low_open=True)
         check_float("threshold", self.threshold, low=0.0, low_open=True)
         if not np.any(np.isclose(alphas, self.detail_alpha, rtol=1e-12, atol=0)):
             raise ValueError(f"detail_alpha must be one of alphas {list(self.alphas)}, "

@@ -145,15 +145,14 @@ def run(cfg: Config, progress=None):
     kind = np.concatenate([np.zeros(len(stab)), np.ones(len(rob)), [2]]).astype(int)
     windows = np.minimum(np.where(kind == 2, n_steps, cfg.epochs), n_steps - starts)
     # The state at each start, rebuilt from the logged products and conserved quantities.
-    sign = {k: np.sign(p0[k][0]) for k in DIAG_KEYS}
-    state = {k: np.empty((len(starts), cfg.d)) for k in DIAG_KEYS}
+    state = {}
     for (u_k, v_k, w_key, c_key) in (("w_K", "w_Q", "a", "c_KQ"), ("w_V", "w_O", "b", "c_VO")):
         sp = np.sign(p0[u_k][0] + p0[v_k][0])
         sm = np.sign(p0[u_k][0] - p0[v_k][0])
         u, v = analysis.factors_from_products(ref[w_key][starts, 0], ref[c_key][starts, 0], sp, sm)
         state[u_k], state[v_k] = u, v
-    del sign
-    branches, masks = {k: state[k].copy() for k in DIAG_KEYS}, np.zeros((len(starts), 2 * cfg.d))
+    branches = {k: state[k].copy() for k in DIAG_KEYS}
+    masks = np.zeros((len(starts), 2 * cfg.d), dtype=bool)
     for std, sel in ((cfg.std_stability, kind == 0), (cfg.std_robustness, kind == 1)):
         pert, mask = analysis.perturb_nonnegligible({k: v[sel] for k, v in state.items()}, rng,
                                                     std, cfg.negligible)
@@ -187,7 +186,6 @@ def context(m: dict):
 def branch_rows(cfg: Config, m: dict, result):
     """Per branch: kind, epoch, t, #perturbed, max|w - w_ref| after the perturbation and at the
     end of its window, whether the same coordinates are active at the end, next activation."""
-    d = result.d
     rows = []
     for j, (s, kd, win) in enumerate(zip(m["starts"], m["kind"], m["windows"])):
         ref = m["w_ref"][s:s + win + 1]
@@ -199,7 +197,6 @@ def branch_rows(cfg: Config, m: dict, result):
                      int(m["perturbed"][j].sum()), f"{dev0:.2e}", f"{dev1:.2e}",
                      "yes" if same else "no", f"{m['loss_branch'][win, j]:.3g} vs "
                      f"{m['loss_ref'][s + win]:.3g}"])
-    del d
     return rows
 
 
