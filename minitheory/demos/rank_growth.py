@@ -88,11 +88,11 @@ class Config:
 
 #: ``--paper-toy``: the setting of the paper's App. A (arXiv:2306.07042 v2, Fig. 2). Step size,
 #: batch and epochs are not stated there; full-batch GD with eta = 1 [project choice: the loss is
-#: small, so is the curvature, and eta = 1 is stable] to t/log(1/alpha) = 30 fits the time
+#: small, so is the curvature, and eta = 1 is stable] to t/log(1/alpha) = 15 fits the time
 #: budget, Algorithm 1's staircase runs to its last stage.
 PAPER_TOY = dict(paper_toy=True, n_seq=data.PAPER_N_SEQ, n_tokens=data.PAPER_N_TOKENS,
                  d=data.PAPER_D, a_star=(), b_star=(), alphas=(0.1, 0.01, 1e-4, 1e-8, 1e-16, 1e-32),
-                 eta=1.0, tbar_max=30.0, detail_alpha=1e-32, euler_step=5.0, log_every=5,
+                 eta=1.0, tbar_max=15.0, detail_alpha=1e-32, euler_step=5.0, log_every=5,
                  threshold=0.01)
 #: ``--quick``: fewer samples and a shorter horizon (a look in seconds, not the paper's numbers).
 QUICK = dict(quick=True, n_seq=64, tbar_max=2.8, alphas=(1e-2, 1e-8, 1e-32))
@@ -265,8 +265,9 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
         for v in star[star != 0] if cfg.paper_toy else star:
             ax.axhline(v, color="0.7", lw=0.6, ls=":")
         ax.set_ylabel(label)
-        ax.legend(fontsize=7, ncol=min(max(len(shown), 1), 8) if cfg.paper_toy else cfg.d,
-                  loc="upper left")
+        if shown or not cfg.paper_toy:
+            ax.legend(fontsize=7, ncol=min(max(len(shown), 1), 8) if cfg.paper_toy else cfg.d,
+                      loc="upper left")
     ax = axes[2]
     ax.step(t, m["rank_a"][keep, r], where="post", label="rank ΔW_K W_Q^T")
     ax.step(t, m["rank_b"][keep, r], where="post", label="rank ΔW_V W_O^T")

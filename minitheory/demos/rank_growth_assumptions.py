@@ -4,7 +4,7 @@ arXiv:2306.07042 v2, Fig. 2 of v1).
 
 Both checks perturb one reference run at alpha = 1e-32 and continue training from the perturbed
 state (solid) next to the unperturbed run (dashed); only coordinates with |w_i| > 1e-5 are
-perturbed (``analysis.perturbation_nonnegligible``), negligible ones are never touched.
+perturbed (``analysis.perturb_nonnegligible``), negligible ones are never touched.
 (a) Stability (4.4): at five random epochs, N(0, 0.05^2) noise on every non-negligible
 coordinate, then ``--epochs`` more epochs (the paper: 1000): the run returns to the plateau.
 (b) Robustness (4.5): at each epoch where a coordinate first exceeds 1e-5, N(0, 0.01^2) noise on

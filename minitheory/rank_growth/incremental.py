@@ -291,10 +291,11 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
             speed = float(np.linalg.norm(flow))
             if not np.isfinite(speed):
                 fail(f"the flow diverged; reduce euler_step={euler_step}")
-            if speed < stationarity_tol:
-                break
             peak = max(peak, speed)
-            if speed < next_try and speed < 1e-2 * peak:         # past the jump: polish
+            past_jump = speed < 1e-2 * peak          # the seed itself moves slowly: not an end
+            if speed < stationarity_tol and past_jump:
+                break
+            if speed < next_try and past_jump:                   # past the jump: polish
                 polished = newton(phi)
                 if polished is not None:
                     phi = polished
@@ -312,6 +313,9 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
             phi, loss_phi, gl = trial, loss_trial, gl_trial
             step = min(euler_step, 2.0 * step)
         phi[np.abs(phi) < zero_tol] = 0.0
+        if phi[i_k] == 0:
+            fail(f"the activated coordinate {coordinate_name(i_k, d)} returned to 0, so the "
+                 f"stage would repeat (degenerate stage)")
         w = phi
         loss_k, gl = grad(w)
         out["times"].append(tbar)
