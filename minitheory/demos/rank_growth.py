@@ -240,6 +240,7 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
                  f"(reproduces the paper's Fig. 2, arXiv v2 = Fig. 1 of v1)")
     if cfg.paper_toy:
         ax.set_xscale("symlog", linthresh=10.0)
+        ax.set_xlim(0.0, x_max)
         ax.set_yscale("log")
         ax.set_ylim(max(1e-8, 0.3 * result.plateau_loss[-1]), 2 * result.loss0)
         ax.axvline(cfg.tbar_max, color="r", lw=0.8, ls=":")
@@ -250,7 +251,7 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
             f"{q}: paper {p}, here {h}" for q, p, h in rows[:6]), transform=ax.transAxes,
                 fontsize=6.5, va="bottom", family="monospace",
                 bbox={"facecolor": "white", "alpha": 0.85, "lw": 0.5})
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="center right" if cfg.paper_toy else "upper right")
     paths = [_common.save_figure(fig, out, prefix + "_loss", show)]
 
     r = int(np.argmin(np.abs(np.log(alphas) - np.log(cfg.detail_alpha))))

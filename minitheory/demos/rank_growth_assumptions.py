@@ -91,7 +91,7 @@ class Config:
 #: ``--paper-toy``: the App. A toy (arXiv v2); GD as in ``rank_growth --paper-toy`` [project
 #: choice]; 300 epochs after each perturbation instead of 1000, to fit the time budget.
 PAPER_TOY = dict(paper_toy=True, n_seq=data.PAPER_N_SEQ, n_tokens=data.PAPER_N_TOKENS,
-                 d=data.PAPER_D, eta=1.0, tbar_max=30.0, epochs=300, threshold=0.01)
+                 d=data.PAPER_D, eta=1.0, tbar_max=15.0, epochs=300, threshold=0.01)
 
 
 def config_class(argv) -> type:
