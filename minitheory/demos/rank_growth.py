@@ -32,7 +32,7 @@ NAME = "rank_growth"
 
 @dataclass(frozen=True)
 class Config:
-    """Defaults: the toy of the spec, section (b) [project choice]."""
+    """Defaults: the small diagonal toy of ``data.diagonal_toy`` [project choice: fast]."""
 
     seed: int = field(default=0, metadata={"help": "data from default_rng(seed), init directions "
                                                    "from default_rng(seed + 1)"})

@@ -28,7 +28,7 @@ NAME = "rank_growth_full"
 
 @dataclass(frozen=True)
 class Config:
-    """Defaults: the non-diagonal toy of the spec, section (b) [project choice]."""
+    """Defaults: the non-diagonal toy of ``data.full_toy`` [project choice]."""
 
     seed: int = field(default=0, metadata={"help": "data and teacher from default_rng(seed), "
                                                    "init from default_rng(seed + 1)"})

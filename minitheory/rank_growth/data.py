@@ -154,7 +154,8 @@ def paper_toy(seed: int = 0, n_seq: int = PAPER_N_SEQ, n_tokens: int = PAPER_N_T
 
 def diagonal_toy(seed: int, n_seq: int, n_tokens: int, d: int, a_star=A_STAR, b_star=B_STAR):
     """The diagonal toy: ``X = default_rng(seed).standard_normal((n_seq, n_tokens, d))`` and the
-    teacher's targets ``Y``. With the defaults and seed 0, L(0) = 6.881 (spec, section (b))."""
+    teacher's targets ``Y`` [project choice: a small fast toy]. With the defaults and seed 0,
+    L(0) = 6.881."""
     X = gaussian_inputs(np.random.default_rng(seed), n_seq, n_tokens, d)
     return X, diagonal_targets(X, a_star, b_star)
 

@@ -37,8 +37,8 @@ from :math:`\varphi = w^k + \varepsilon\,\mathrm{sgn}(g_{i_k}) e_{i_k}`; which s
 reaches is decided by that flow (Newton's method started at the seed can land elsewhere). The code
 follows the flow with forward Euler (step ``euler_step``, shortened so that no coordinate changes
 its logarithm by more than ``max_log_step`` per step, halved whenever the loss would rise) until
-it is slow (``newton_switch``), then finishes with Newton's method on the current support: this
-converges quadratically also when a coordinate returns to zero, where the flow itself only
+it has slowed down (``newton_switch``), then finishes with Newton's method on the current
+support: this converges quadratically also when a coordinate returns to zero, where the flow itself only
 shrinks it like :math:`1/t` (a coordinate with :math:`\partial_i\tilde L = 0` at the limit).
 The Newton point is accepted only if it is close, does not raise the loss, is a local minimum on
 its support (positive-definite Hessian: Assumption 4.4 at :math:`\alpha \to 0`), and every
@@ -150,7 +150,7 @@ def activation_times(logw: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float = 0.2,
                          eps: float = 1e-8, stationarity_tol: float = 1e-10,
-                         newton_switch: float = 1e-5, zero_tol: float = 1e-6,
+                         newton_switch: float = 1e-3, zero_tol: float = 1e-6,
                          grad_zero: float = 1e-8, max_stages: int | None = None,
                          max_evals: int = 1_000_000) -> IncrementalResult:
     r"""Run Algorithm 1 on the diagonal head with data ``X`` ``(N, n, d)``, targets ``Y``.
@@ -165,8 +165,9 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
     eps : size of the seed :math:`\varepsilon` given to the activating coordinate.
     stationarity_tol : (B) ends when :math:`\|2|\varphi| \odot \nabla\tilde L\| <` this, or when
         the Newton polish on the support reaches :math:`\|\nabla_S\tilde L\| <` this.
-    newton_switch : flow speed :math:`\|2|\varphi| \odot \nabla\tilde L\|` below which Newton's
-        method on the support is tried (retried at each further factor-of-10 slow-down).
+    newton_switch : Newton's method on the support is tried once the flow speed
+        :math:`\|2|\varphi| \odot \nabla\tilde L\|` has fallen below this fraction of its peak
+        in the stage (retried at each further factor-of-10 slow-down).
     zero_tol : after (B), coordinates with :math:`|\varphi_i| <` this are inactive again.
     grad_zero : :math:`|g_i| \le` this counts as :math:`g_i = 0` (e.g. :math:`\partial_a\tilde L = 0`
         exactly while :math:`b = 0`). Such a coordinate would need :math:`\bar t > 1/|g_i| = 10^8`
@@ -192,7 +193,8 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
     max_log_step = check_float("max_log_step", max_log_step, low=0.0, high=1.0, low_open=True)
     eps = check_float("eps", eps, low=0.0, high=1e-2, low_open=True)
     stationarity_tol = check_float("stationarity_tol", stationarity_tol, low=0.0, low_open=True)
-    newton_switch = check_float("newton_switch", newton_switch, low=0.0, low_open=True)
+    newton_switch = check_float("newton_switch", newton_switch, low=0.0, high=1e-2,
+                                low_open=True)
     zero_tol = check_float("zero_tol", zero_tol, low=0.0, low_open=True)
     grad_zero = check_float("grad_zero", grad_zero, low=0.0)
     max_stages = 2 * d if max_stages is None else check_int("max_stages", max_stages, low=1)
@@ -285,7 +287,7 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
         phi = w.copy()
         phi[i_k] = eps * np.sign(g[i_k])
         loss_phi, gl = grad(phi)
-        step, next_try, peak = euler_step, newton_switch, 0.0
+        step, next_try, peak = euler_step, np.inf, 0.0
         while True:
             flow = 2.0 * np.abs(phi) * gl
             speed = float(np.linalg.norm(flow))
@@ -295,7 +297,7 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
             past_jump = speed < 1e-2 * peak          # the seed itself moves slowly: not an end
             if speed < stationarity_tol and past_jump:
                 break
-            if speed < next_try and past_jump:                   # past the jump: polish
+            if past_jump and speed < min(next_try, newton_switch * peak):   # polish
                 polished = newton(phi)
                 if polished is not None:
                     phi = polished
