@@ -223,7 +223,8 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
     a_star = m.get("a_star", np.asarray(cfg.a_star))
     b_star = m.get("b_star", np.asarray(cfg.b_star))
     prefix = "rank_growth_paper_toy" if cfg.paper_toy else "rank_growth"
-    setting = "paper's App. A toy" if cfg.paper_toy else "default toy [project choice]"
+    setting = (f"paper's App. A toy ({cfg.n_seq} samples, d = {cfg.d})" if cfg.paper_toy
+               else "default toy [project choice]")
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(alphas)))
     x_max = max(cfg.tbar_max, 1.15 * result.times[-1]) if cfg.paper_toy else cfg.tbar_max
     grid = np.linspace(0.0, x_max, 4000)

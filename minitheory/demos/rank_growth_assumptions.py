@@ -250,7 +250,8 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
            xlabel="t / log(1/α)", ylabel="loss")
     ax.legend(fontsize=7)
     fig.suptitle(f"Assumption checks, paper's protocol (App. A; reproduces its Fig. 3, arXiv v2 "
-                 f"= Fig. 2 of v1), {'paper toy' if cfg.paper_toy else 'default toy'}, "
+                 f"= Fig. 2 of v1), "
+                 f"{f'paper toy, {cfg.n_seq} samples' if cfg.paper_toy else 'default toy'}, "
                  f"α = {cfg.alpha:.0e}")
     fig.tight_layout()
     name = NAME + ("_paper_toy" if cfg.paper_toy else "")
