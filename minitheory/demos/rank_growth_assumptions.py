@@ -245,7 +245,8 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
     ax.plot(t, result.staircase(t), color="0.5", ls=":", lw=1, label="Algorithm 1")
     ax.axvline(t[s], color="r", lw=0.6, ls=":")
     ax.set_yscale("log")
-    ax.set_ylim(max(1e-20, 0.1 * np.min(m["loss_ref"])), None)
+    ax.set_ylim(max(1e-20, 0.1 * min(np.min(m["loss_ref"]),
+                                     np.min(m["loss_branch"][:win + 1, j]))), None)
     ax.set(title=f"(c) ours [project choice]: all weights + {cfg.sigma} N(0, 1) skips stages",
            xlabel="t / log(1/α)", ylabel="loss")
     ax.legend(fontsize=7)
