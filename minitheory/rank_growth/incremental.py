@@ -150,7 +150,7 @@ def activation_times(logw: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float = 0.2,
                          eps: float = 1e-8, stationarity_tol: float = 1e-10,
-                         newton_switch: float = 1e-3, zero_tol: float = 1e-6,
+                         newton_switch: float = 1e-5, zero_tol: float = 1e-6,
                          grad_zero: float = 1e-8, max_stages: int | None = None,
                          max_evals: int = 1_000_000) -> IncrementalResult:
     r"""Run Algorithm 1 on the diagonal head with data ``X`` ``(N, n, d)``, targets ``Y``.
@@ -165,9 +165,9 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
     eps : size of the seed :math:`\varepsilon` given to the activating coordinate.
     stationarity_tol : (B) ends when :math:`\|2|\varphi| \odot \nabla\tilde L\| <` this, or when
         the Newton polish on the support reaches :math:`\|\nabla_S\tilde L\| <` this.
-    newton_switch : Newton's method on the support is tried once the flow speed
-        :math:`\|2|\varphi| \odot \nabla\tilde L\|` has fallen below this fraction of its peak
-        in the stage (retried at each further factor-of-10 slow-down).
+    newton_switch : flow speed :math:`\|2|\varphi| \odot \nabla\tilde L\|` below which Newton's
+        method on the support is tried, once past the jump (retried at each further factor-of-10
+        slow-down; a rejected try costs :math:`2|S|` gradients for the Hessian).
     zero_tol : after (B), coordinates with :math:`|\varphi_i| <` this are inactive again.
     grad_zero : :math:`|g_i| \le` this counts as :math:`g_i = 0` (e.g. :math:`\partial_a\tilde L = 0`
         exactly while :math:`b = 0`). Such a coordinate would need :math:`\bar t > 1/|g_i| = 10^8`
@@ -193,8 +193,7 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
     max_log_step = check_float("max_log_step", max_log_step, low=0.0, high=1.0, low_open=True)
     eps = check_float("eps", eps, low=0.0, high=1e-2, low_open=True)
     stationarity_tol = check_float("stationarity_tol", stationarity_tol, low=0.0, low_open=True)
-    newton_switch = check_float("newton_switch", newton_switch, low=0.0, high=1e-2,
-                                low_open=True)
+    newton_switch = check_float("newton_switch", newton_switch, low=0.0, low_open=True)
     zero_tol = check_float("zero_tol", zero_tol, low=0.0, low_open=True)
     grad_zero = check_float("grad_zero", grad_zero, low=0.0)
     max_stages = 2 * d if max_stages is None else check_int("max_stages", max_stages, low=1)
@@ -287,7 +286,7 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
         phi = w.copy()
         phi[i_k] = eps * np.sign(g[i_k])
         loss_phi, gl = grad(phi)
-        step, next_try, peak = euler_step, np.inf, 0.0
+        step, next_try, peak = euler_step, newton_switch, 0.0
         while True:
             flow = 2.0 * np.abs(phi) * gl
             speed = float(np.linalg.norm(flow))
@@ -297,7 +296,7 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
             past_jump = speed < 1e-2 * peak          # the seed itself moves slowly: not an end
             if speed < stationarity_tol and past_jump:
                 break
-            if past_jump and speed < min(next_try, newton_switch * peak):   # polish
+            if past_jump and speed < next_try:                   # past the jump: polish
                 polished = newton(phi)
                 if polished is not None:
                     phi = polished
