@@ -67,9 +67,9 @@ class Config:
         check_int("seed", self.seed, low=0)
         for name in ("n_seq", "n_tokens", "d", "log_every"):
             check_int(name, getattr(self, name), low=1)
+        check_int("nnz_a", self.nnz_a, low=0, high=self.d if self.paper_toy else None)
+        check_int("nnz_b", self.nnz_b, low=1, high=self.d if self.paper_toy else None)
         if self.paper_toy:
-            check_int("nnz_a", self.nnz_a, low=0, high=self.d)
-            check_int("nnz_b", self.nnz_b, low=1, high=self.d)
             if len(self.a_star) or len(self.b_star):
                 raise ValueError("a_star and b_star must be empty with --paper-toy (its teacher "
                                  "is drawn from the seed; set --nnz-a, --nnz-b)")
