@@ -17,7 +17,7 @@ TINY = {
                        "--detail-alpha", "1e-2", "--tbar-max", "0.5", "--steps-alpha-one", "20",
                        "--log-every", "5"],
     rank_growth_assumptions: ["--n-seq", "32", "--n-tokens", "4", "--alpha", "1e-2",
-                              "--tbar-max", "1.5", "--robustness-tbar", "0.3"],
+                              "--tbar-max", "1.5", "--epochs", "50"],
     lowrank_sparse: ["--steps", "6", "--n-train", "64", "--n-test", "32", "--m", "8",
                      "--ranks", "1", "2", "--spectra-steps", "1", "6", "--prune-rates", "0",
                      "0.5", "1", "--n-random", "2", "--seeds", "2"],
