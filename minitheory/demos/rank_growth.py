@@ -20,6 +20,7 @@ from ..validation import TrainingStopped, check_array, check_float, check_int, c
 from . import _common
 
 NAME = "rank_growth"
+MAX_TBAR_STEP = 0.05        # largest rescaled-time step eta / log(1/alpha) accepted
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,25 @@ class Config:
         if not np.any(np.isclose(alphas, self.detail_alpha, rtol=1e-12, atol=0)):
             raise ValueError(f"detail_alpha must be one of alphas {list(self.alphas)}, "
                              f"got {self.detail_alpha}")
+        # One step advances rescaled time by eta / log(1/alpha); coarser than MAX_TBAR_STEP, the
+        # stages (about 0.1-0.6 apart in Algorithm 1) cannot be resolved and every run would
+        # end within a few steps, its entries "never" active. [project choice]
+        eta_max = MAX_TBAR_STEP * np.log(1.0 / alphas.max())
+        if self.eta > eta_max:
+            steps = training.steps_for(alphas, self.tbar_max, self.eta)
+            raise ValueError(f"eta must be <= {eta_max:.3g} = {MAX_TBAR_STEP} log(1/max(alphas)) "
+                             f"so one step is at most {MAX_TBAR_STEP} of rescaled time, got "
+                             f"{self.eta} (the runs would take only {steps.min()}-{steps.max()} "
+                             f"steps)")
+
+
+def memory_estimate(cfg: Config):
+    """Bytes the training arrays need (those of ``model.diagonal_data`` and the per-step
+    temporaries, about 3x), and the options that set them."""
+    R, n, d = len(cfg.alphas), cfg.n_tokens, cfg.d
+    per_seq = d * n * n + (d + 1) * n + 3 * R * n * n + 2 * R * n * (d + 1)
+    return 8 * 3 * cfg.n_seq * per_seq, (f"--n-seq {cfg.n_seq} sequences of --n-tokens {n} "
+                                         f"tokens, {R} --alphas")
 
 
 def run(cfg: Config, progress=None):
@@ -148,14 +168,18 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
         star = cfg.a_star if key == "a" else cfg.b_star
         for v in star:
             ax.axhline(v, color="0.7", lw=0.6, ls=":")
+        ax.axhspan(-cfg.threshold, cfg.threshold, color="0.9", zorder=0,
+                   label=f"|entry| ≤ {cfg.threshold}: inactive")
         ax.set_ylabel(label)
         ax.legend(fontsize=8, ncol=cfg.d, loc="upper left")
     ax = axes[2]
-    ax.step(t, m["rank_a"][keep, r], where="post", label="rank ΔW_K W_Q^T")
-    ax.step(t, m["rank_b"][keep, r], where="post", label="rank ΔW_V W_O^T")
+    ax.step(t, m["rank_a"][keep, r], where="post", label="rank Δ(W_K W_Q^T)")
+    ax.step(t, m["rank_b"][keep, r], where="post", label="rank Δ(W_V W_O^T)")
     ax.step(t, m["rank_a"][keep, r] + m["rank_b"][keep, r], where="post", color="k", ls="--",
             label="total")
-    ax.set(xlabel="rescaled time  t / log(1/α)", ylabel="rank of the perturbation")
+    ax.set(xlabel="rescaled time  t / log(1/α)",
+           ylabel=f"rank (entries > {cfg.threshold})")
+    _common.integer_ticks(ax.yaxis)
     ax.legend(fontsize=8, loc="lower right")
     for ax in axes:
         for tk in result.times:
