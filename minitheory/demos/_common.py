@@ -184,6 +184,10 @@ def parse(config_cls, argv, *, prog: str, description: str, default_out: str,
                              "without training (takes no other option but --show)")
     ns = vars(parser.parse_args(argv))
     out, show, replot = ns.pop("out"), ns.pop("show"), ns.pop("replot")
+
+    def fail(message):                  # one line, no usage block: the option is named
+        usage_error(prog, message)
+    parser.error = fail
     problem = check_out(out, replot=replot)
     if problem:
         parser.error(problem)

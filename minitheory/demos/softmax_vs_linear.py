@@ -129,7 +129,7 @@ def plot(cfg: Config, m: dict, inst, out, show: bool):
             ax.tick_params(labelleft=False)
         bottom.append(ax)
     bottom[0].set_ylabel("next token")
-    fig.colorbar(im, ax=bottom, shrink=0.9, label="transition probability")
+    fig.colorbar(im, ax=bottom, shrink=0.6, aspect=12, label="transition probability")
     ax = fig.add_subplot(grid[1, 3:])
     for name in ("softmax", "linear"):
         ax.plot(m[f"{name}/step"], m[f"{name}/excess_loss"][:, 0],
