@@ -414,3 +414,17 @@ def test_ctrl_c_during_replot_exits_130(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(rank_growth, "plot", interrupt)
     assert rank_growth.main(["--replot", "--out", str(tmp_path)]) == 130
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_allocator_is_tuned_by_the_entry_point_not_by_argument_parsing(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(_common, "tune_allocator", lambda: calls.append(1) or True)
+    _common.parse(rank_growth.Config, TINY[rank_growth], prog="t", description="",
+                  default_out=str(tmp_path))
+    assert calls == []
+    monkeypatch.setattr(rank_growth, "run", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert rank_growth.main(TINY[rank_growth] + ["--out", str(tmp_path)]) == 130
+    assert calls == [1]
+    with pytest.raises(SystemExit):                       # a refused option: not tuned
+        rank_growth.main(["--eta", "-1"])
+    assert calls == [1]

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
 import dataclasses
 import json
 import os
@@ -35,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..allocator import tune_allocator
 from ..validation import Interrupted, TrainingStopped
 
 #: matplotlib backends that draw to files only: ``--show`` with one of them would open nothing.
@@ -237,29 +236,6 @@ def read_config(out: Path, config_cls, prog: str, error) -> dict:
     return saved
 
 
-def tune_allocator() -> bool:
-    """Keep freed memory in the process instead of returning it to the OS (glibc only).
-
-    The training loops allocate a few arrays of 0.1-1 MB per step. glibc serves those with
-    ``mmap`` or trims them off the heap top after each free, so every step page-faults fresh
-    zeroed memory: on the rank-growth demo that was 3.5 s of system time out of 8.6 s. Raising
-    the mmap and trim thresholds (``mallopt``) makes the allocator reuse the same pages. This
-    changes no result, only where memory comes from; the demo entry point :func:`demo_main`
-    calls it (once the options are accepted), the library never does. Returns whether it
-    applied (False off glibc).
-    """
-    name = ctypes.util.find_library("c")
-    if not sys.platform.startswith("linux") or not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 256 << 20)
-                    and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
-    except (OSError, AttributeError):
-        return False
-
-
 def pyplot(show: bool):
     """``matplotlib.pyplot`` with the Agg backend unless windows were asked for."""
     import matplotlib
@@ -458,7 +434,7 @@ def demo_main(demo, argv) -> int:
                                    description=demo.__doc__.split("\n\n")[0],
                                    default_out=f"out/{demo.NAME}",
                                    memory_estimate=getattr(demo, "memory_estimate", None))
-    tune_allocator()
+    tune_allocator()                    # the entry point, once the options are accepted
     try:
         if replot:
             return _replot(demo, cfg, out, show, prog)

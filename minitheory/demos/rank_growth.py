@@ -171,7 +171,7 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
         ax.axhspan(-cfg.threshold, cfg.threshold, color="0.9", zorder=0,
                    label=f"|entry| ≤ {cfg.threshold}: inactive")
         ax.set_ylabel(label)
-        ax.legend(fontsize=8, ncol=cfg.d, loc="upper left")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # off the data
     ax = axes[2]
     ax.step(t, m["rank_a"][keep, r], where="post", label="rank Δ(W_K W_Q^T)")
     ax.step(t, m["rank_b"][keep, r], where="post", label="rank Δ(W_V W_O^T)")
@@ -180,7 +180,7 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
     ax.set(xlabel="rescaled time  t / log(1/α)",
            ylabel=f"rank (entries > {cfg.threshold})")
     _common.integer_ticks(ax.yaxis)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     for ax in axes:
         for tk in result.times:
             ax.axvline(tk, color="0.85", lw=0.8, zorder=0)
