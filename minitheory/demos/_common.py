@@ -412,11 +412,11 @@ def _replot(demo, cfg, out: Path, show: bool, prog: str) -> int:
     return 0
 
 
-def _stopped(exc: TrainingStopped, out: Path, saved: bool) -> int:
+def _stopped(exc: TrainingStopped, out: Path, computed: bool) -> int:
     """Print why a run stopped and what was kept; returns its exit status (130 or 1)."""
     interrupted = isinstance(exc, Interrupted)
-    kept = (f"what was computed before it is saved in {out}" if saved
-            else f"nothing was saved in {out}")
+    kept = (f"what was computed before it is saved in {out}" if computed
+            else f"nothing was computed yet; config.json and the stop are saved in {out}")
     print(f"\n{'stopped' if interrupted else 'error'}: {exc}; {kept}", file=sys.stderr)
     return 130 if interrupted else 1
 
@@ -457,6 +457,7 @@ def _train(demo, cfg, out: Path, show: bool, prog: str) -> int:
         error = Interrupted(step=0, partial={})
         error.args = ("interrupted by Ctrl-C before the first training step",)
         metrics, context = {}, None
+    computed = bool(metrics)
     if error is not None:
         metrics = dict(metrics, stopped_step=error.step,
                        stopped_reason="interrupted" if isinstance(error, Interrupted) else "diverged")
@@ -467,7 +468,7 @@ def _train(demo, cfg, out: Path, show: bool, prog: str) -> int:
               f"earlier run, none half-written", file=sys.stderr)
         return 130
     if error is not None:
-        return _stopped(error, out, saved=True)
+        return _stopped(error, out, computed)
     try:
         print(demo.report(cfg, metrics, context))
         paths = demo.plot(cfg, metrics, context, out, show)
