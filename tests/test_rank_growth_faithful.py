@@ -168,7 +168,7 @@ def test_paper_toy_demo_runs_small(tmp_path, capsys):
     assert "paper's Fig. 2 (v2)" in out and "loss at t = 0" in out
     for name in ("rank_growth_paper_toy_loss", "rank_growth_paper_toy_entries"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
-    assert rank_growth.main(argv + ["--replot"]) == 0
+    assert rank_growth.main(["--replot", "--out", str(tmp_path)]) == 0
 
 
 @pytest.mark.parametrize("d_out,m_sv,n_sv", [(4, (2.0,), (1.5, 0.7, 0.2)),

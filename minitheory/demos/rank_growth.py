@@ -28,6 +28,7 @@ from ..validation import TrainingStopped, check_array, check_float, check_int, c
 from . import _common
 
 NAME = "rank_growth"
+MIN_STEPS = 10              # fewest steps accepted for the run of the largest alpha
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,25 @@ class Config:
         if not np.any(np.isclose(alphas, self.detail_alpha, rtol=1e-12, atol=0)):
             raise ValueError(f"detail_alpha must be one of alphas {list(self.alphas)}, "
                              f"got {self.detail_alpha}")
+        # One step advances rescaled time by eta / log(1/alpha). A run of fewer than MIN_STEPS
+        # steps cannot resolve the stages, and every entry would read "never" active: refuse it
+        # rather than report it as a result. [project choice]
+        eta_max = self.tbar_max * np.log(1.0 / alphas.max()) / MIN_STEPS
+        if self.eta > eta_max:
+            steps = training.steps_for(alphas, self.tbar_max, self.eta)
+            raise ValueError(f"eta must be <= {eta_max:.3g} = tbar_max log(1/max(alphas)) / "
+                             f"{MIN_STEPS}, so that every run takes at least {MIN_STEPS} steps, "
+                             f"got {self.eta} (the runs would take only "
+                             f"{steps.min()}-{steps.max()} steps)")
+
+
+def memory_estimate(cfg: Config):
+    """Bytes the training arrays need (those of ``model.diagonal_data`` and the per-step
+    temporaries, about 3x), and the options that set them."""
+    R, n, d = len(cfg.alphas), cfg.n_tokens, cfg.d
+    per_seq = d * n * n + (d + 1) * n + 3 * R * n * n + 2 * R * n * (d + 1)
+    return 8 * 3 * cfg.n_seq * per_seq, (f"--n-seq {cfg.n_seq} sequences of --n-tokens {n} "
+                                         f"tokens, {R} --alphas")
 
 
 #: ``--paper-toy``: the setting of the paper's App. A (arXiv:2306.07042 v2, Fig. 2). Step size,
@@ -266,17 +286,21 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
             ax.plot(t, m[key][keep, r, j], lw=1.6, label=f"{key}_{j}")
         for v in star[star != 0] if cfg.paper_toy else star:
             ax.axhline(v, color="0.7", lw=0.6, ls=":")
+        ax.axhspan(-cfg.threshold, cfg.threshold, color="0.9", zorder=0,
+                   label=f"|entry| ≤ {cfg.threshold}: inactive")
         ax.set_ylabel(label)
-        if shown or not cfg.paper_toy:
-            ax.legend(fontsize=7, ncol=min(max(len(shown), 1), 8) if cfg.paper_toy else cfg.d,
-                      loc="upper left")
+        if shown or not cfg.paper_toy:                                        # off the data
+            ax.legend(fontsize=7 if cfg.paper_toy else 8, loc="upper left",
+                      bbox_to_anchor=(1.01, 1.0), ncol=1 + len(shown) // 12 if cfg.paper_toy else 1)
     ax = axes[2]
-    ax.step(t, m["rank_a"][keep, r], where="post", label="rank ΔW_K W_Q^T")
-    ax.step(t, m["rank_b"][keep, r], where="post", label="rank ΔW_V W_O^T")
+    ax.step(t, m["rank_a"][keep, r], where="post", label="rank Δ(W_K W_Q^T)")
+    ax.step(t, m["rank_b"][keep, r], where="post", label="rank Δ(W_V W_O^T)")
     ax.step(t, m["rank_a"][keep, r] + m["rank_b"][keep, r], where="post", color="k", ls="--",
             label="total")
-    ax.set(xlabel="rescaled time  t / log(1/α)", ylabel="rank of the perturbation")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set(xlabel="rescaled time  t / log(1/α)",
+           ylabel=f"rank (entries > {cfg.threshold})")
+    _common.integer_ticks(ax.yaxis)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     for ax in axes:
         for tk in result.times[result.times <= t[-1]]:
             ax.axvline(tk, color="0.85", lw=0.8, zorder=0)

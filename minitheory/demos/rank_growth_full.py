@@ -148,19 +148,29 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
         ax.legend(fontsize=7)
     ax = axes[0, 2]
     for r in np.flatnonzero(alphas == 1):
-        t = tbar[:, r]
-        ax.plot(t[norm_dM[:, r] > 1e-3], m["srank_dM"][norm_dM[:, r] > 1e-3, r], label="ΔM")
-        ax.plot(t[norm_dN[:, r] > 1e-3], m["srank_dN"][norm_dN[:, r] > 1e-3, r], label="ΔN")
+        t = tbar[:, r]           # at alpha = 1 "tbar" holds the step t itself
+        for key, nrm, color, name in (("dM", norm_dM, "tab:blue", "ΔM"),
+                                      ("dN", norm_dN, "tab:orange", "ΔN")):
+            live = nrm[:, r] > 1e-3
+            ax.plot(t[live], m[f"srank_{key}"][live, r], color=color, label=f"stable rank {name}")
+            ax.step(t[live], m[f"rank_{key}"][live, r], where="post", color=color, ls="--",
+                    label=f"numerical rank {name} (σ > {cfg.rank_threshold})")
         ax.set_xscale("log")
-        ax.legend(fontsize=8)
-    ax.set(title="α = 1 (large init): stable rank vs t", xlabel="t")
+        ax.set_ylim(0, cfg.d + 2.6)                 # headroom for the legend above the data
+        _common.integer_ticks(ax.yaxis)
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
+        ax.set_title(f"α = 1 (large init): numerical rank {int(m['rank_dM'][-1, r])} (ΔM), "
+                     f"{int(m['rank_dN'][-1, r])} (ΔN) of d = {cfg.d}", fontsize=11)
+    ax.set(xlabel="step t (log)", ylabel="rank")
     r = int(np.flatnonzero(alphas == cfg.detail_alpha)[0])
     keep = tbar[:, r] <= cfg.tbar_max
-    for ax, key, title in ((axes[1, 0], "sv_dM", "singular values of ΔM"),
-                           (axes[1, 1], "sv_dN", "singular values of ΔN")):
+    for ax, key, title in ((axes[1, 0], "sv_dM", "singular values of Δ(W_K W_Q^T)"),
+                           (axes[1, 1], "sv_dN", "singular values of Δ(W_V W_O^T)")):
         sv = np.maximum(m[key][keep, r], 1e-20)
         for k in range(sv.shape[-1]):
             ax.plot(tbar[keep, r], sv[:, k], label=f"σ_{k + 1}")
+        ax.axhline(cfg.rank_threshold, color="k", ls=":", lw=1,
+                   label=f"rank threshold {cfg.rank_threshold}")
         ax.set_yscale("log")
         ax.set_ylim(1e-16, 5)   # below: float64 rounding noise
         ax.set(title=f"{title}, α = {alphas[r]:.0e}", xlabel="t / log(1/α)")
@@ -172,7 +182,8 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
         ax.step(tbar[keep, r], m["rank_dN"][keep, r], where="post", color=colors[r],
                 label=f"α = {alphas[r]:.0e}")
     ax.set(title=f"numerical rank (σ > {cfg.rank_threshold}); solid ΔN, dashed ΔM",
-           xlabel="t / log(1/α)")
+           xlabel="t / log(1/α)", ylabel="rank")
+    _common.integer_ticks(ax.yaxis)
     ax.legend(fontsize=7)
     fig.suptitle(f"Full attention head, planted rank-{len(cfg.m_singular)} (KQ) / "
                  f"rank-{len(cfg.n_singular)} (VO) teacher: directions are learned one at a time "

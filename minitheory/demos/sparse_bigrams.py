@@ -56,6 +56,9 @@ class Config:
         data.check_sizes(self.N, self.T, self.Q)
         check_int("batch", self.batch, low=1)
         check_int("steps", self.steps, low=1)
+        if check_int("tau", self.tau, low=0) >= self.steps:
+            raise ValueError(f"tau must be in [0, steps - 1] = [0, {self.steps - 1}] (the "
+                             f"two-stage method enters stage 2 at step tau), got {self.tau}")
         check_int("log_every", self.log_every, low=1)
         check_float("level", self.level, low=0.0, low_open=True)
         self.method()
@@ -132,12 +135,11 @@ def plot(cfg: Config, m: dict, inst, out, show: bool):
         for name in main:
             _curve(ax, m, name, key, label=labels[name])
         ax.axvline(cfg.tau, color="0.5", ls=":", lw=1, label="stage switch")
-        ax.axhline(cfg.level, color="0.8", lw=0.8)
+        ax.axhline(cfg.level, color="0.8", lw=0.8, label=f"recovery level {cfg.level}")
         ax.set(yscale="log", xlabel="iteration", title=title)
-        ax.legend(fontsize=8)
     fig.suptitle(f"S1: the proximal two-stage method recovers the truth (N={cfg.N}, T={cfg.T}, "
                  f"Q={cfg.Q}, batch {cfg.batch})")
-    fig.tight_layout()
+    _common.legend_below(fig, axes[0])
     paths.append(_common.save_figure(fig, out, "sparse_bigrams_distances", show))
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -163,11 +165,11 @@ def plot(cfg: Config, m: dict, inst, out, show: bool):
                                (axes[1], "dist_A", "‖A − Q*‖_μ")):
             for name in norms:
                 _curve(ax, m, name, key, label=labels[name])
-            ax.axvline(cfg.tau, color="0.5", ls=":", lw=1)
+            ax.axvline(cfg.tau, color="0.5", ls=":", lw=1, label="stage switch")
+            ax.axhline(cfg.level, color="0.8", lw=0.8, label=f"recovery level {cfg.level}")
             ax.set(yscale="log", xlabel="iteration", title=title)
-            ax.legend(fontsize=8)
         fig.suptitle("S4: normalization after the proximal step (balance moves along the symmetry)")
-        fig.tight_layout()
+        _common.legend_below(fig, axes[0])
         paths.append(_common.save_figure(fig, out, "sparse_bigrams_normalization", show))
 
     panels = [("true Q*", inst.Q_star)] + [(labels[n], m[f"{n}/A"][0]) for n in main[:2]]
