@@ -27,7 +27,8 @@ Reading order: :func:`head_forward`, :func:`head_backward` (the head over its tw
 Every array may carry one optional leading **run axis** ``R`` (independent models trained at
 once, e.g. a grid of init scales): parameters ``(R, ...)``, outputs ``(R, n_seq, n, d_out)``, the
 loss one value per run. The data ``X`` ``(n_seq, n, d)`` and ``Y`` are shared by the runs. The
-``...`` in the ``einsum`` subscripts below is that axis (or nothing).
+``...`` in the ``einsum`` subscripts below is that axis (or nothing), and ``M[..., None, :, :]``
+puts a run's matrix in front of the sequence axis of ``X``.
 
 Nothing here validates its inputs (the checked entry points are in :mod:`.model`), writes into
 an argument or changes the layout: each line is one term of the equation in its docstring.
@@ -57,10 +58,11 @@ def head_forward(M: np.ndarray, N: np.ndarray, X: np.ndarray):
     -------
     f : ``([R,] n_seq, n, d_out)``;  cache : ``(X, N, S, SX)`` for :func:`head_backward`.
     """
-    Z = np.einsum("sid,...de,ske->...sik", X, M, X)     # Z_ik = x_i^T M x_k
+    Xt = X.swapaxes(-1, -2)                             # X^T per sequence, (n_seq, d, n)
+    Z = X @ M[..., None, :, :] @ Xt                     # X M X^T: Z_ik = x_i^T M x_k
     S = softmax(Z, axis=-1)                             # over the key positions k
     SX = S @ X                                          # ([R,] n_seq, n, d)
-    f = np.einsum("...sid,...do->...sio", SX, N)        # (S X) N
+    f = SX @ N[..., None, :, :]                         # (S X) N
     return f, (X, N, S, SX)
 
 
@@ -85,10 +87,11 @@ def head_backward(cache, df: np.ndarray):
     dM : ``([R,] d, d)``;  dN : ``([R,] d, d_out)``.
     """
     X, N, S, SX = cache
-    dN = np.einsum("...sid,...sio->...do", SX, df)              # sum_s (S X)^T df
-    G_S = np.einsum("...sio,skd,...do->...sik", df, X, N)       # df (X N)^T
+    Xt = X.swapaxes(-1, -2)
+    dN = np.sum(SX.swapaxes(-1, -2) @ df, axis=-3)              # sum_s (S X)^T df
+    G_S = df @ (X @ N[..., None, :, :]).swapaxes(-1, -2)        # df (X N)^T
     G_Z = softmax_vjp(S, G_S, axis=-1)
-    dM = np.einsum("sid,...sik,ske->...de", X, G_Z, X)          # sum_s X^T G_Z X
+    dM = np.sum(Xt @ G_Z @ X, axis=-3)                          # sum_s X^T G_Z X
     return dM, dN
 
 
@@ -155,7 +158,7 @@ def ab_forward(a: np.ndarray, b: np.ndarray, X: np.ndarray):
     ``a, b`` are ``([R,] d)``, ``X`` ``(n_seq, n, d)``; returns ``f`` ``([R,] n_seq, n, d)`` and
     the cache ``(X, b, S, SX)`` for :func:`ab_backward`.
     """
-    Z = np.einsum("sij,...j,skj->...sik", X, a, X)      # Z_ik = sum_j a_j X_ij X_kj
+    Z = (X * a[..., None, None, :]) @ X.swapaxes(-1, -2)    # X diag(a) X^T = sum_j a_j X_ij X_kj
     S = softmax(Z, axis=-1)                             # over the key positions k
     SX = S @ X                                          # ([R,] n_seq, n, d)
     f = b[..., None, None, :] * SX                      # f_ij = b_j (S X)_ij
@@ -175,9 +178,9 @@ def ab_backward(cache, df: np.ndarray):
     """
     X, b, S, SX = cache
     gb = np.einsum("...sij,...sij->...j", df, SX)
-    G_S = np.einsum("...sij,...j,skj->...sik", df, b, X)        # df (X diag b)^T
+    G_S = (df * b[..., None, None, :]) @ X.swapaxes(-1, -2)     # df (X diag b)^T
     G_Z = softmax_vjp(S, G_S, axis=-1)
-    ga = np.einsum("...sik,sij,skj->...j", G_Z, X, X)
+    ga = np.einsum("...sik,skj,sij->...j", G_Z, X, X, optimize=True)  # sum G_Z[i,k] X_ij X_kj
     return ga, gb
 
 
