@@ -268,12 +268,20 @@ def test_oracle_rejects_planted_wrong_forwards(monkeypatch, plant):
             assert_same_loss_and_grads(model.loss_and_grads(pd, X, X), ref.loss_and_grads(pd, X, X))
 
 
-def test_oracle_rejects_a_dropped_mean_over_sequences():
+def test_oracle_rejects_a_dropped_mean_over_sequences(monkeypatch):
     _, X, Y, p, pd, M, N = _plant_case()
     n_seq = X.shape[0]
     summed = lambda M, N, X, Y: n_seq * ref.products_loss_and_grads(M, N, X, Y)[0]  # noqa: E731
     with pytest.raises(AssertionError):
         assert_loss_matches_oracle(summed, M, N, X, Y)
+    # the same error planted inside the reference: a sum over sequences instead of the mean
+    monkeypatch.setattr(ref, "squared_loss",
+                        lambda f, Y: (0.5 * np.sum((f - Y) ** 2, axis=(-3, -2, -1)), f - Y))
+    with pytest.raises(AssertionError):
+        assert_loss_matches_oracle(lambda M, N, X, Y: ref.products_loss_and_grads(M, N, X, Y)[0],
+                                   M, N, X, Y)
+    with pytest.raises(AssertionError):
+        assert_same_loss_and_grads(model.loss_and_grads(pd, X, X), ref.loss_and_grads(pd, X, X))
 
 
 def test_finite_differences_and_twins_reject_a_dropped_mean_in_the_backward(monkeypatch):
@@ -303,6 +311,13 @@ def _assert_all_gradient_checks_reject(rng, X, Y, p, pd):
         assert_same_loss_and_grads(model.full_loss_and_grads(p, X, Y), ref.full_loss_and_grads(p, X, Y))
     with pytest.raises(AssertionError):
         assert_same_loss_and_grads(model.loss_and_grads(pd, X, X), ref.loss_and_grads(pd, X, X))
+
+
+def test_twin_check_rejects_a_fast_twin_normalized_over_the_queries(monkeypatch):
+    _, X, Y, p, pd, M, N = _plant_case()
+    monkeypatch.setattr(model, "fast_softmax", lambda z, out=None: primitives.softmax(z, axis=-2))
+    with pytest.raises(AssertionError):
+        assert_same_loss_and_grads(model.full_loss_and_grads(p, X, Y), ref.full_loss_and_grads(p, X, Y))
 
 
 def test_the_unplanted_case_passes_every_check():

@@ -12,7 +12,16 @@ paper writes them,
 :math:`M = \mathrm{diag}(a)`, :math:`N = \mathrm{diag}(b)`, :math:`a = w_K \odot w_Q`,
 :math:`b = w_V \odot w_O`). The functions here compute the same values (a test checks every loss
 and gradient against the reference to ``rtol = 1e-12``) in a layout that is faster on NumPy; each
-docstring names its reference twin and the measured gain.
+docstring names its reference twin.
+
+**Measured gain** of a loss-and-gradients call over its reference twin (``timeit``, best of 5, on
+2 shared and heavily loaded cores, so only the ratios mean something; loss and gradients equal to
+~1e-15): diagonal head at the paper's toy size (``n_seq = 256, n = 8, d = 4``)
+:func:`diag_loss_and_grads_unchecked` 2.2-3.3x with ``R = 5`` runs and 2.3-3.3x with ``R = 1``;
+full head at the non-diagonal toy size (``n_seq = 256, n = 8, d = d_h = d_out = 6``)
+:func:`full_loss_and_grads_unchecked` 1.7x with ``R = 6`` and 1.8-2.6x with ``R = 1``. The gains
+come from the stacked layout, the fast softmax VJP below, and
+:func:`~minitheory.primitives.fast_softmax` on rows of 8 entries.
 
 **Layout (for speed; the equations do not depend on it).** NumPy multiplies a stack of small
 matrices one BLAS call per matrix, so the cores stack the runs *inside* each sequence: the

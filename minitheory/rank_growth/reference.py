@@ -21,7 +21,7 @@ The **diagonal head** is the paper's network class :math:`f(x; u \odot v)` (Sec.
 .. math:: f(X) = \mathrm{smax}(X \,\mathrm{diag}(a)\, X^\top)\, X\, \mathrm{diag}(b) .
 
 Reading order: :func:`head_forward`, :func:`head_backward` (the head over its two products),
-:func:`products_loss_and_grads`, :func:`full_loss_and_grads`; then the diagonal head
+:func:`squared_loss`, :func:`products_loss_and_grads`, :func:`full_loss_and_grads`; then the diagonal head
 :func:`ab_forward`, :func:`ab_backward`, :func:`loss_and_grads_ab`, :func:`loss_and_grads`.
 
 Every array may carry one optional leading **run axis** ``R`` (independent models trained at
@@ -95,17 +95,27 @@ def head_backward(cache, df: np.ndarray):
     return dM, dN
 
 
+def squared_loss(f: np.ndarray, Y: np.ndarray):
+    r"""The loss :math:`L = \tfrac12 \operatorname{mean}_s \|f(X_s) - Y_s\|_F^2` of outputs
+    ``f`` ``([R,] n_seq, n, d_out)`` against targets ``Y`` ``(n_seq, n, d_out)``, and its
+    cotangent :math:`\bar f = \partial L/\partial f = (f - Y)/n_{seq}`.
+
+    Returns ``(loss, df)``: the loss a scalar or ``(R,)``, ``df`` the shape of ``f``.
+    """
+    n_seq = Y.shape[0]
+    resid = f - Y                                               # f(X_s) - Y_s
+    return 0.5 * np.sum(resid**2, axis=(-3, -2, -1)) / n_seq, resid / n_seq
+
+
 def products_loss_and_grads(M: np.ndarray, N: np.ndarray, X: np.ndarray, Y: np.ndarray):
     r"""Loss :math:`L = \tfrac12 \operatorname{mean}_s \|f(X_s) - Y_s\|_F^2` and its gradients
     :math:`\partial L/\partial M`, :math:`\partial L/\partial N` (shapes of ``M``, ``N``).
 
     ``Y`` is ``(n_seq, n, d_out)``; the loss is a scalar, or ``(R,)`` with a run axis.
     """
-    n_seq = X.shape[0]
     f, cache = head_forward(M, N, X)
-    resid = f - Y                                               # f(X_s) - Y_s
-    loss = 0.5 * np.sum(resid**2, axis=(-3, -2, -1)) / n_seq
-    dM, dN = head_backward(cache, resid / n_seq)                # df = (f - Y) / n_seq
+    loss, df = squared_loss(f, Y)
+    dM, dN = head_backward(cache, df)
     return loss, dM, dN
 
 
@@ -190,11 +200,9 @@ def ab_loss_and_grads(a: np.ndarray, b: np.ndarray, X: np.ndarray, Y: np.ndarray
 
     ``a, b`` ``([R,] d)``; returns ``(loss, ga, gb)``, the loss a scalar or ``(R,)``.
     """
-    n_seq = X.shape[0]
     f, cache = ab_forward(a, b, X)
-    resid = f - Y                                               # f(X_s) - Y_s
-    loss = 0.5 * np.sum(resid**2, axis=(-3, -2, -1)) / n_seq
-    ga, gb = ab_backward(cache, resid / n_seq)                  # df = (f - Y) / n_seq
+    loss, df = squared_loss(f, Y)
+    ga, gb = ab_backward(cache, df)
     return loss, ga, gb
 
 
