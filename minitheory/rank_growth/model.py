@@ -146,9 +146,10 @@ def products_loss_and_grads_unchecked(M, N, X, Y, X1=None):
     with respect to ``M`` ``(R, d, d)`` and ``N`` ``(R, d, d_out)``."""
     n_seq = X.shape[0]
     f, cache = head_forward(M, N, X, X1)
-    resid = f - Y                                               # (R, n_seq, n, d_out)
+    resid = np.subtract(f, Y, out=f)                  # f - Y (R, n_seq, n, d_out), in f's memory
     loss = 0.5 * np.einsum("rsij,rsij->r", resid, resid) / n_seq
-    dM, dN = head_backward(cache, resid / n_seq)                # df = (f - Y) / n_seq
+    df = np.divide(resid, n_seq, out=resid)           # the cotangent (f - Y) / n_seq, in place
+    dM, dN = head_backward(cache, df)
     return loss, dM, dN
 
 
@@ -198,9 +199,10 @@ def ab_loss_and_grads_unchecked(a, b, data):
     inv_rowsum = 1.0 / EX1t[:, d]                       # (n_seq, R n)      1 / (E 1)
     SXt = EX1t[:, :d] * inv_rowsum[:, None]             # (n_seq, d, R n)   (S X)^T
     b_rows = np.repeat(b.T, n, axis=1)                  # (d, R n)          b_j at every (r, i)
-    resid_t = SXt * b_rows - Yt                         # (f - Y)^T
+    f_t = SXt * b_rows                                  # f^T
+    resid_t = np.subtract(f_t, Yt, out=f_t)             # (f - Y)^T, in f_t's memory
     loss = 0.5 * np.einsum("sjk,sjk->k", resid_t, resid_t).reshape(R, n).sum(-1) / n_seq
-    df_t = resid_t / n_seq                              # cotangent of f, transposed
+    df_t = np.divide(resid_t, n_seq, out=resid_t)       # cotangent of f, transposed, in place
     df_SX = df_t * SXt                                  # df_ij (S X)_ij
     gb = df_SX.sum(0).reshape(d, R, n).sum(-1).T        # (R, d)
     F_aug = np.empty((n_seq, d + 1, R * n))             # [df diag(b), -<G_S, S>]^T / (E 1)
