@@ -21,8 +21,8 @@ The **diagonal head** is the paper's network class :math:`f(x; u \odot v)` (Sec.
 .. math:: f(X) = \mathrm{smax}(X \,\mathrm{diag}(a)\, X^\top)\, X\, \mathrm{diag}(b) .
 
 Reading order: :func:`head_forward`, :func:`head_backward` (the head over its two products),
-:func:`squared_loss`, :func:`products_loss_and_grads`, :func:`full_loss_and_grads`; then the diagonal head
-:func:`ab_forward`, :func:`ab_backward`, :func:`loss_and_grads_ab`, :func:`loss_and_grads`.
+:func:`squared_loss`, :func:`products_loss_and_grads`, :func:`full_loss_and_grads`; then the
+diagonal head :func:`ab_forward`, :func:`ab_backward`, :func:`loss_and_grads_ab`, :func:`loss_and_grads`.
 
 Every array may carry one optional leading **run axis** ``R`` (independent models trained at
 once, e.g. a grid of init scales): parameters ``(R, ...)``, outputs ``(R, n_seq, n, d_out)``, the
@@ -161,7 +161,8 @@ def diag_products(params: dict):
 
 
 def ab_forward(a: np.ndarray, b: np.ndarray, X: np.ndarray):
-    r"""Diagonal head :math:`f(X) = \mathrm{smax}(X\,\mathrm{diag}(a)\,X^\top)\, X\,\mathrm{diag}(b)` (Sec. 3-4).
+    r"""Diagonal head (Sec. 3-4):
+    :math:`f(X) = \mathrm{smax}(X\,\mathrm{diag}(a)\,X^\top)\, X\,\mathrm{diag}(b)`.
 
     .. math:: Z_{ik} = \sum_j a_j X_{ij} X_{kj},\qquad S = \mathrm{smax}(Z),\qquad f_{ij} = b_j (S X)_{ij} .
 
