@@ -63,7 +63,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ..validation import check_array, check_float, check_int
-from .model import _check_XY, ab_loss_and_grads_unchecked, diagonal_data
+from .checks import check_XY as _check_XY
+from .model import ab_loss_and_grads_unchecked, diagonal_data
 
 
 @dataclass(frozen=True)
