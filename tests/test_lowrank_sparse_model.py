@@ -34,6 +34,9 @@ def test_gradients_match_finite_differences_away_from_kinks(B, L, d, m_b, m_a, m
     F, cache = model.forward(*(({k: v[None] for k, v in p.items()}, X[None]) if R is None
                                else (p, X)))
     assume(np.min(np.abs(cache["P"])) > 1e-3 and np.min(np.abs(1 - y * F)) > 1e-3)
+    # ... and off flat points (every margin met, or every ReLU off), where a wrong gradient
+    # would pass too
+    assume(any(np.abs(g).max() > 1e-6 for g in model.loss_and_grads(p, X, y)[1].values()))
 
     f = contract_runs(lambda q: model.loss_and_grads(q, X, y), R, cot)
     report = check_gradients(f, p, rng=rng, full_max=30,

@@ -58,9 +58,13 @@ def test_diagonal_head_equals_full_head_with_diagonal_weights(N, n, d, seed, sca
     loss_d, g_d = model.loss_and_grads(p, X, Y)
     loss_f, g_f = model.full_loss_and_grads(full, X, Y)
     assert loss_d == pytest.approx(loss_f, rel=1e-13)
+    # atol is relative to the largest gradient entry: with one token (n = 1) the softmax is
+    # constant, the key-query gradient is exactly 0, and both heads return rounding noise of
+    # ~1e-13 times the gradient scale, in different orders of summation
+    atol = 1e-13 * max(1.0, max(np.abs(g).max() for g in g_d.values()))
     for k in model.DIAG_KEYS:      # the diagonal of the full gradient is the diagonal gradient
         np.testing.assert_allclose(np.diag(g_f[k.replace("w_", "W_")]), g_d[k], rtol=1e-10,
-                                   atol=1e-13)
+                                   atol=atol)
 
 
 @given(N=small, n=small, d=small, seed=seeds, scale=scales)
