@@ -273,7 +273,7 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
     ax.set(xlabel="pruning rate R (fraction of rows of W_O zeroed)", ylabel="test hinge loss (log)",
            yscale="log",
            title="(b) pruning rows of W_O, no retraining")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"{PAPER}, Fig. 3: W_O is sparse, so magnitude pruning costs little" + seeds
                  + pats, fontsize=10)
     fig.tight_layout()
