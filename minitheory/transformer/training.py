@@ -136,7 +136,7 @@ def train(params: dict, cfg, batch, *, steps: int, lr: float, warmup: int,
     """
     from .. import loop
     from . import analysis
-    from .model import loss_and_grads
+    from .model import loss_and_grads, loss_and_grads_unchecked
 
     init, update = optimizer(optimizer_name)
     rates = lr_schedule(lr=lr, warmup=warmup, total=steps) if steps else np.zeros(0)
@@ -147,7 +147,10 @@ def train(params: dict, cfg, batch, *, steps: int, lr: float, warmup: int,
 
     def step_rule(state, step):
         p, opt = state
-        loss, grads = loss_and_grads(p, *batch(step), cfg)
+        # the first minibatch goes through the checks (shapes, ids, finite values); later ones
+        # come from the same arrays, so the unchecked core is enough
+        core = loss_and_grads if step == 0 else loss_and_grads_unchecked
+        loss, grads = core(p, *batch(step), cfg)
         new_p, new_opt = update(p, grads, opt, rates[step])
         return (new_p, new_opt), {"loss": np.float64(loss)}
 
@@ -164,8 +167,8 @@ def train(params: dict, cfg, batch, *, steps: int, lr: float, warmup: int,
             for k, v in spec.items():
                 snaps.setdefault(k, []).append(v)
             snaps["log_step"].append(step)          # last: a Ctrl-C before it drops the step
-        loss = out["loss"] if out is not None else np.float64(loss_and_grads(p, *batch(step),
-                                                                             cfg)[0])
+        loss = out["loss"] if out is not None else np.float64(
+            loss_and_grads_unchecked(p, *batch(step), cfg)[0])
         return {"loss": loss, "lr": np.float64(rates[step] if step < steps else 0.0)}
 
     def combined(hist):
