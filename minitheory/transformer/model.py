@@ -62,6 +62,7 @@ class TransformerConfig:
     activation : ``"gelu"`` (its tanh approximation, as GPT-2) or ``"relu"``.
     causal : mask attention to earlier positions; ``None`` (default) means ``True`` for
         language and ``False`` for vision, and is replaced by that bool on construction.
+        (A causal vision model's class token, at position 0, attends only to itself.)
     """
 
     task: str
