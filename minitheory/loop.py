@@ -96,8 +96,8 @@ def run(update: Update, state, *, steps: int, observe: Observe, lr, lr_name: str
                     if bad:
                         rate = lr(step) if callable(lr) else lr
                         raise DivergenceError(
-                            f"{label} diverged at step {step}: {bad} non-finite with learning "
-                            f"rate {lr_name}={float(rate)!r}; reduce {lr_name}",
+                            f"{label} diverged at step {step}: {bad} became non-finite with "
+                            f"learning rate {lr_name}={float(rate)!r}; reduce {lr_name}",
                             step=step, lr=float(rate), partial=(state, stacked(logs)))
                 if last or step % log_every == 0:
                     for key, value in observe(step, state, new, out).items():

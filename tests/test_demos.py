@@ -73,7 +73,7 @@ def test_divergence_stops_with_a_message_and_keeps_metrics(tmp_path, capsys):
     argv = TINY[rank_growth] + ["--eta", "5", "--tbar-max", "20", "--out", str(tmp_path)]
     assert rank_growth.main(argv) == 1
     err = capsys.readouterr().err
-    assert "non-finite at step" in err and "eta=5.0" in err and "Warning" not in err
+    assert "diverged at step" in err and "eta=5.0" in err and "Warning" not in err
     m = load_metrics(tmp_path)
     assert int(m["stopped_step"]) == len(m["step"]) and np.all(np.isfinite(m["loss"]))
     assert str(m["stopped_reason"]) == "diverged"

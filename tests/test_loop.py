@@ -61,8 +61,8 @@ def test_divergence_names_step_and_rate_and_keeps_the_last_finite_state():
                  lr=0.5, lr_name="eta", log_every=5, label="doubling")
     err = info.value
     assert err.step == 27 and err.lr == 0.5 and isinstance(err, FloatingPointError)
-    assert "doubling diverged at step 27" in str(err) and "eta=0.5" in str(err)
-    assert "x" in str(err) and "loss" not in str(err)           # names what went non-finite
+    assert "doubling diverged at step 27: x became non-finite" in str(err) and "eta=0.5" in str(err)
+    assert "loss" not in str(err)                               # names only what went non-finite
     state, hist = err.partial
     np.testing.assert_array_equal(state["x"], [1e300 * 2.0**27, 2.0**27])
     assert hist["step"].tolist() == [0, 5, 10, 15, 20, 25]      # logged before step 27

@@ -5,6 +5,7 @@ from hypothesis import given, strategies as st
 
 from minitheory.lowrank_sparse import analysis, data, model, training
 from minitheory.spectral import energy_share
+from minitheory.validation import DivergenceError
 from strategies import seeds
 
 
@@ -82,7 +83,6 @@ def test_short_training_run_makes_the_key_update_rank_two():
     # and W_O splits into rows at init scale and rows that grew
     res = training.train([0, 1], data.DataConfig(), training.ModelConfig(),
                          training.SGDConfig(steps=40))
-    assert res.error is None
     dK = res.params["W_K"] - res.params0["W_K"]
     assert np.all(energy_share(dK, 2) > 0.9)
     assert np.all(energy_share(dK, 1) < 0.99)               # and not rank one: two patterns
@@ -100,7 +100,10 @@ def test_runs_on_the_run_axis_equal_single_runs():
 
 
 def test_divergence_is_reported_with_step_and_rate():
-    res = training.train([0], data.DataConfig(), training.ModelConfig(),
-                         training.SGDConfig(lr=1e200, steps=10))
-    assert res.error is not None and "lr=1e+200" in str(res.error)
-    assert res.history["test_hinge"].shape[0] == res.error.step    # steps 0 .. step-1 kept
+    with pytest.raises(DivergenceError) as info:
+        training.train([0], data.DataConfig(), training.ModelConfig(),
+                       training.SGDConfig(lr=1e200, steps=10))
+    err, res = info.value, info.value.partial
+    assert "lr=1e+200" in str(err) and err.lr == 1e200
+    assert res.history["test_hinge"].shape[0] == err.step          # steps 0 .. step-1 kept
+    assert all(np.all(np.isfinite(v)) for v in res.params.values())

@@ -5,6 +5,7 @@ from hypothesis import given, strategies as st
 
 from minitheory.gradcheck import check_gradients
 from minitheory.sparse_bigrams import data, model, population as pop, training
+from minitheory.validation import DivergenceError
 from strategies import contract_runs, scales, seeds
 
 
@@ -111,8 +112,8 @@ def test_injected_noise_has_the_configured_variance():
     B = 1e4
     noisy = pop.Schedule(eta_A=1.0, B1=B, B2=B, lam=0.0, tau=10)
     clean = pop.Schedule(eta_A=1.0, B1=np.inf, B2=np.inf, lam=0.0, tau=10)
-    hist, _ = pop.simulate(inst, {"noisy": noisy}, steps=1, rng=np.random.default_rng(5),
-                           reference=clean)
+    hist = pop.simulate(inst, {"noisy": noisy}, steps=1, rng=np.random.default_rng(5),
+                        reference=clean)
     d = hist["noisy"]["ref_dist_A"][1] ** 2                 # sum_k mu_k ||eta f (Xi - mean)||^2
     f = pop.SIGMA_A_TIMES_SQRT_N / np.sqrt(10 * B)
     expect = f**2 * (inst.T - 1)                            # sum_k mu_k = 1
@@ -142,8 +143,7 @@ def test_two_stage_recovers_at_large_T_and_without_l1_it_does_not():
     d = pop.defaults_for(20)
     runs = {"two_stage": pop.Schedule(eta_A=d["eta_A"], B1=d["B1"], B2=d["B2"], lam=d["lam"]),
             "no_l1": pop.Schedule(eta_A=d["eta_A"], B1=d["B1"], B2=d["B2"], lam=0.0, balance=False)}
-    hist, err = pop.simulate(inst, runs, steps=120, rng=np.random.default_rng(9))
-    assert err is None
+    hist = pop.simulate(inst, runs, steps=120, rng=np.random.default_rng(9))
     assert hist["two_stage"]["dist_A"][-1] < 0.05 and hist["no_l1"]["dist_A"][-1] > 0.1
 
 
@@ -162,8 +162,12 @@ def test_bad_inputs():
 
 def test_divergence_is_reported():
     inst, _ = _small()
-    hist, err = pop.simulate(inst, {"sgd": pop.Schedule(kind="sgd", B1=np.inf, B2=np.inf,
-                                                        eta_sgd=1e8)},
-                             steps=50, rng=np.random.default_rng(0))
-    assert err is not None and "learning rate 1e+08" in str(err)
+    with pytest.raises(DivergenceError) as info:
+        pop.simulate(inst, {"sgd": pop.Schedule(kind="sgd", B1=np.inf, B2=np.inf, eta_sgd=1e8)},
+                     steps=50, rng=np.random.default_rng(0))
+    err = info.value
+    assert "run 'sgd' (sgd, step size 1e+08)" in str(err) and err.lr == 1e8
+    assert f"step {err.step}" in str(err)
+    hist = err.partial
     assert np.all(np.isfinite(hist["sgd"]["dist_A"]))
+    assert hist["sgd"]["step"].tolist() == list(range(err.step))

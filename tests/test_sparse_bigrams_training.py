@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minitheory.sparse_bigrams import data, training
+from minitheory.validation import DivergenceError
 from strategies import seeds
 
 
@@ -50,26 +51,30 @@ def test_two_stage_recovers_the_attention_where_sgd_at_the_same_samples_does_not
     # SGD with the same batches (seed) and the same number of samples stays above it.
     inst = data.make_instance(np.random.default_rng(np.random.SeedSequence(0).spawn(2)[0]), 10, 50, 2)
     steps = 1200
-    _, h_prox, err = training.train(inst, training.Method(), [1], steps=steps)
-    assert err is None and h_prox["dist_A"][-1, 0] < 0.1
+    _, h_prox = training.train(inst, training.Method(), [1], steps=steps)
+    assert h_prox["dist_A"][-1, 0] < 0.1
     for eta in (0.5, 0.05):
-        _, h_sgd, err = training.train(inst, training.Method(kind="sgd", eta=eta), [1], steps=steps)
-        assert err is None and np.all(h_sgd["dist_A"][:, 0] > 0.1)
+        _, h_sgd = training.train(inst, training.Method(kind="sgd", eta=eta), [1], steps=steps)
+        assert np.all(h_sgd["dist_A"][:, 0] > 0.1)
     assert h_prox["support"][-1, 0] == 1.0
 
 
 def test_runs_on_the_run_axis_equal_single_runs():
     inst = data.make_instance(np.random.default_rng(3), 4, 5, 2)
-    both, _, _ = training.train(inst, training.Method(tau=5), [7, 8], steps=12, batch=8)
-    one, _, _ = training.train(inst, training.Method(tau=5), [8], steps=12, batch=8)
+    both, _ = training.train(inst, training.Method(tau=5), [7, 8], steps=12, batch=8)
+    one, _ = training.train(inst, training.Method(tau=5), [8], steps=12, batch=8)
     for key in both:
         np.testing.assert_allclose(both[key][1], one[key][0], rtol=1e-13, atol=1e-15)
 
 
 def test_divergence_stops_with_step_and_rate():
     inst = data.make_instance(np.random.default_rng(0), 10, 50, 2)
-    params, hist, err = training.train(inst, training.Method(eta1=5.0), [0], steps=300)
-    assert err is not None and "learning rate 5" in str(err) and f"step {err.step}" in str(err)
+    with pytest.raises(DivergenceError) as info:
+        training.train(inst, training.Method(eta1=5.0), [0], steps=300)
+    err = info.value
+    assert "lr=5.0" in str(err) and err.lr == 5.0 and f"step {err.step}" in str(err)
+    params, hist = err.partial
+    assert hist["step"][-1] < err.step
     assert all(np.all(np.isfinite(v)) for v in params.values())
     assert np.all(np.isfinite(hist["dist_A"]))
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..loop import outcome
 from ..sparse_bigrams import population as pop
 from ..validation import check_float, check_int, check_types
 from . import _common
@@ -99,8 +100,8 @@ def run(cfg: Config, progress=None):
                 pre = pop.with_attention(inst, r_transfer)        # pretrained at (P', Q*)
                 inits = {"transfer": {"V": pre.P, "A": inst.q.dense()}}
             t0 = time.perf_counter()
-            hist, err = pop.simulate(inst, runs, steps=steps, rng=r_noise, reference=ref,
-                                     inits=inits, progress=_common.Progress(f"N={N} group {g + 1}"))
+            hist, err = outcome(pop.simulate, inst, runs, steps=steps, rng=r_noise, reference=ref,
+                                inits=inits, progress=_common.Progress(f"N={N} group {g + 1}"))
             timings[f"N{N}/group{g + 1}_s_per_step"] = (time.perf_counter() - t0) / max(steps, 1)
             for name, h in hist.items():
                 for k, v in h.items():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..loop import outcome
 from ..sparse_bigrams import data, model, training
 from ..validation import check_float, check_int, check_types
 from . import _common
@@ -73,9 +74,10 @@ def run(cfg: Config, progress=None):
     runs = [("scratch", task, two_stage, None, ss[1])]
     for i, share in enumerate(CASES):
         pre = data.related_instance(rng, task, share)
-        p, _, err = training.train(pre, two_stage, [ss[2 + i]], steps=cfg.pretrain_steps,
-                                   batch=cfg.batch, log_every=cfg.pretrain_steps,
-                                   progress=_common.Progress(f"pretrain ({CASES[share]})"))
+        (p, _), err = outcome(training.train, pre, two_stage, [ss[2 + i]],
+                              steps=cfg.pretrain_steps, batch=cfg.batch,
+                              log_every=cfg.pretrain_steps,
+                              progress=_common.Progress(f"pretrain ({CASES[share]})"))
         if err is not None:
             return m, None, err
         V, A = training.normalize(p["V"], p["A"], task.mu, "balance")   # one balance step
@@ -84,9 +86,9 @@ def run(cfg: Config, progress=None):
         m[f"finetune_{share}/pre_dist_A"] = float(np.sqrt(model.mu_norm2(init["A"] - pre.Q_star, pre.mu)))
         runs.append((f"finetune_{share}", task, training.Method(tau=0), init, ss[1]))
     for name, inst, method, init, seed in runs:      # same batches (seed ss[1]) for all three
-        _, hist, err = training.train(inst, method, [seed], steps=cfg.steps, batch=cfg.batch,
-                                      init=init, log_every=cfg.log_every,
-                                      progress=_common.Progress(name))
+        (_, hist), err = outcome(training.train, inst, method, [seed], steps=cfg.steps,
+                                 batch=cfg.batch, init=init, log_every=cfg.log_every,
+                                 progress=_common.Progress(name))
         m.update({f"{name}/{k}": v for k, v in hist.items()})
         if err is not None:
             return m, None, err

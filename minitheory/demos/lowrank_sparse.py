@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..loop import outcome
 from ..lowrank_sparse import analysis, data, model, training
 from ..spectral import energy_share, singular_values
 from ..validation import check_float, check_int, check_types
@@ -87,13 +88,13 @@ class Config:
 def run(cfg: Config, progress=None):
     """Train, then truncate, take spectra, prune. Returns ``(metrics, None, error)``."""
     seeds = [cfg.seed + r for r in range(cfg.seeds)]
-    res = training.train(seeds, cfg.data_config(), cfg.model_config(), cfg.sgd_config(),
-                         progress=progress)
+    res, error = outcome(training.train, seeds, cfg.data_config(), cfg.model_config(),
+                         cfg.sgd_config(), progress=progress)
     h = res.history
     m = {"seeds": np.array(seeds), "test_hinge": h["test_hinge"], "test_error": h["test_error"],
          "att_rel": h["att_rel"], "train_loss": h["train_loss"]}
-    if res.error is not None:
-        return m, None, res.error
+    if error is not None:
+        return m, None, error
     p, p0, test = res.params, res.params0, res.test
     full = analysis.evaluate(p, *test)
     m["full_hinge"], m["full_att"] = full[0], full[2]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..loop import outcome
 from ..sparse_bigrams import data, model, training
 from ..validation import check_float, check_int, check_types
 from . import _common
@@ -52,9 +53,9 @@ def run(cfg: Config, progress=None):
     m = {"P": inst.P, "Q_star": inst.Q_star, "mu": inst.mu}
     for name, method in (("softmax", training.Method(kind="softmax", eta=cfg.lr_V, eta_W=cfg.lr_W)),
                          ("linear", training.Method())):
-        params, hist, err = training.train(inst, method, [ss[1]], steps=cfg.steps,
-                                           batch=cfg.batch, log_every=cfg.log_every,
-                                           progress=_common.Progress(name))
+        (params, hist), err = outcome(training.train, inst, method, [ss[1]], steps=cfg.steps,
+                                      batch=cfg.batch, log_every=cfg.log_every,
+                                      progress=_common.Progress(name))
         lin = training.attention(params)
         m.update({f"{name}/{k}": v for k, v in hist.items()})
         m[f"{name}/V"], m[f"{name}/A"] = lin["V"][0], lin["A"][0]

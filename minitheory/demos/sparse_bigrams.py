@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..loop import outcome
 from ..sparse_bigrams import data, training
 from ..validation import check_float, check_int, check_types
 from . import _common
@@ -82,9 +83,9 @@ def run(cfg: Config, progress=None):
     for i, (name, meth) in enumerate(methods.items()):
         label = f"[{i + 1}/{len(methods)}] {meth.label}"
         prog = _common.Progress(label) if progress is not None else None
-        params, hist, error = training.train(inst, meth, ss[1:], steps=cfg.steps,
-                                             batch=cfg.batch, log_every=cfg.log_every,
-                                             progress=prog)
+        (params, hist), error = outcome(training.train, inst, meth, ss[1:], steps=cfg.steps,
+                                        batch=cfg.batch, log_every=cfg.log_every,
+                                        progress=prog)
         m.update({f"{name}/{k}": v for k, v in hist.items()})
         m[f"{name}/V"], m[f"{name}/A"] = params["V"], params["A"]
         if error is not None:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..validation import DivergenceError, Interrupted, check_float, check_int, check_types
+from .. import loop
+from ..validation import TrainingStopped, check_float, check_int, check_types
 from . import data, model
 from .analysis import evaluate
 
@@ -73,21 +74,27 @@ def init_params(rng: np.random.Generator, dcfg: data.DataConfig, mcfg: ModelConf
 class TrainResult:
     """Everything a run produced; arrays carry the run axis ``R``.
 
-    ``params``/``params0``: final and initial parameters. ``history``: ``test_hinge``,
-    ``test_error``, ``att_rel`` ``(T+1, R)``, ``train_loss`` ``(T, R)``, ``W_K`` ``(T+1, R, m_b, d)``.
-    ``test``: ``(X, y, rel)`` of the fresh test set. ``error``: a :class:`DivergenceError` or ``None``.
+    ``params``/``params0``: final and initial parameters. ``history``: ``step`` ``(T+1,)``,
+    ``test_hinge``, ``test_error``, ``att_rel`` ``(T+1, R)``, ``W_K`` ``(T+1, R, m_b, d)`` at steps
+    ``0..T``, and ``train_loss`` ``(T, R)``, the batch loss of update ``t`` (at the parameters of
+    step ``t``). ``test``: ``(X, y, rel)`` of the fresh test set.
     """
 
     params: dict
     params0: dict
     history: dict
     test: tuple
-    error: DivergenceError | None = None
 
 
 def train(seeds, dcfg: data.DataConfig, mcfg: ModelConfig, scfg: SGDConfig,
           progress=None) -> TrainResult:
-    """Train one run per seed, all on one run axis (see the module docstring)."""
+    """Train one run per seed, all on one run axis (see the module docstring).
+
+    The update rule runs in :func:`minitheory.loop.run`. A diverging or interrupted run raises
+    :class:`~minitheory.validation.DivergenceError` / :class:`~minitheory.validation.Interrupted`
+    whose ``.partial`` is a :class:`TrainResult` of the last finite parameters and the steps
+    logged before (``train_loss`` then has one entry per logged step).
+    """
     seeds = [check_int("seed", s, low=0) for s in seeds]
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
@@ -99,47 +106,32 @@ def train(seeds, dcfg: data.DataConfig, mcfg: ModelConfig, scfg: SGDConfig,
         Xte, yte, _, rel = data.sample(rng_data, scfg.n_test, dcfg, mu)
         runs.append((Xtr, ytr, Xte, yte, rel, init_params(rng_init, dcfg, mcfg), rng_sgd))
     Xtr, ytr, Xte, yte, rel = (np.stack([r[i] for r in runs]) for i in range(5))
-    params = {k: np.stack([r[5][k] for r in runs]) for k in model.KEYS}
+    params0 = {k: np.stack([r[5][k] for r in runs]) for k in model.KEYS}
     rngs = [r[6] for r in runs]
-    params0 = {k: v.copy() for k, v in params.items()}
-    hist = {"test_hinge": [], "test_error": [], "att_rel": [], "train_loss": [], "W_K": []}
 
-    def log():
-        h, e, att = evaluate(params, Xte, yte, rel)
-        hist["test_hinge"].append(h)
-        hist["test_error"].append(e)
-        hist["att_rel"].append(att)
-        hist["W_K"].append(params["W_K"].copy())
+    def sgd_step(params, step):
+        """``W <- W - lr grad_W`` on a fresh batch of ``B`` training samples per run."""
+        idx = np.stack([g.choice(scfg.n_train, scfg.batch, replace=False) for g in rngs])
+        Xb = np.take_along_axis(Xtr, idx[:, :, None, None], axis=1)   # (R, B, L, d)
+        yb = np.take_along_axis(ytr, idx, axis=1)                     # (R, B)
+        loss, grads = model.loss_and_grads_unchecked(params, Xb, yb)
+        new = {k: params[k] - scfg.lr * grads[k] if k in grads else params[k] for k in params}
+        return new, {"loss": loss}
 
-    def stacked():
-        return {k: np.asarray(v) for k, v in hist.items()}
+    def observe(step, params, new, out):
+        hinge, error, att = evaluate(params, Xte, yte, rel)
+        loss = np.full(len(seeds), np.nan) if out is None else out["loss"]   # last: no batch
+        return {"test_hinge": hinge, "test_error": error, "att_rel": att, "train_loss": loss,
+                "W_K": params["W_K"].copy()}
 
-    log()
-    error = None
+    def result(params, history):
+        return TrainResult(params=params, params0=params0, history=history, test=(Xte, yte, rel))
+
     try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            for t in range(1, scfg.steps + 1):
-                idx = np.stack([g.choice(scfg.n_train, scfg.batch, replace=False) for g in rngs])
-                Xb = np.take_along_axis(Xtr, idx[:, :, None, None], axis=1)   # (R, B, L, d)
-                yb = np.take_along_axis(ytr, idx, axis=1)
-                loss, grads = model.loss_and_grads_unchecked(params, Xb, yb)
-                new = {k: params[k] - scfg.lr * grads[k] if k in grads else params[k]
-                       for k in params}
-                if not (np.all(np.isfinite(loss)) and
-                        all(np.all(np.isfinite(v)) for v in new.values())):
-                    error = DivergenceError(
-                        f"training diverged at step {t} with learning rate lr={scfg.lr}: "
-                        f"non-finite loss or weights; reduce lr", step=t, lr=scfg.lr)
-                    break
-                params = new
-                hist["train_loss"].append(loss)
-                log()
-                if progress is not None:
-                    progress(t, scfg.steps)
-    except KeyboardInterrupt:
-        n = len(hist["train_loss"])                 # completed steps; drop a half-logged one
-        for key in ("test_hinge", "test_error", "att_rel", "W_K"):
-            del hist[key][n + 1:]
-        error = Interrupted(step=n + 1, lr=scfg.lr)
-    return TrainResult(params=params, params0=params0, history=stacked(), test=(Xte, yte, rel),
-                       error=error)
+        params, history = loop.run(sgd_step, params0, steps=scfg.steps, observe=observe,
+                                   lr=scfg.lr, progress=progress, label="SGD")
+    except TrainingStopped as exc:
+        exc.partial = result(*exc.partial)
+        raise
+    history["train_loss"] = history["train_loss"][:-1]        # the last step has no batch
+    return result(params, history)

@@ -13,7 +13,10 @@ computed before any of them changes.
 :math:`c_i = u_i^2 - v_i^2` for each pair :math:`(u, v) = (w_K, w_Q)` and :math:`(w_V, w_O)`;
 one gradient-descent step multiplies it by exactly :math:`(1 - \eta^2 g_i^2)`,
 :math:`g_i = \partial_i \tilde L`. :func:`train_diagonal` logs :math:`c` and the residual of that
-identity at every step.
+identity (:func:`conservation_residual`) at every logged step.
+
+:func:`gradient_descent` is the update rule; :func:`minitheory.loop.run` runs it (logging,
+progress, divergence, Ctrl-C).
 """
 from __future__ import annotations
 
@@ -21,8 +24,9 @@ from typing import Callable
 
 import numpy as np
 
+from .. import loop
 from ..spectral import numerical_rank, singular_values, stable_rank
-from ..validation import DivergenceError, Interrupted, check_float, check_int
+from ..validation import TrainingStopped, check_float, check_int
 from . import model
 
 Progress = Callable[[int, int], None]
@@ -40,6 +44,11 @@ def gradient_descent(loss_and_grads, params: dict, X, Y, *, eta: float, n_steps,
                      log_every: int = 1, progress: Progress | None = None):
     r"""Run gradient descent :math:`\theta \leftarrow \theta - \eta \nabla L(\theta)` on ``R`` runs at once.
 
+    The update rule for :func:`minitheory.loop.run`, which owns the loop, the logging, the
+    divergence check and Ctrl-C. Run ``r`` is updated for ``n_steps[r]`` steps and then frozen:
+    it is no longer evaluated, and its logged loss from then on is the loss of its final
+    parameters (evaluated once, after the loop).
+
     Parameters
     ----------
     loss_and_grads : ``(params, X, Y) -> (loss (R,), grads)``, unchecked core with a run axis.
@@ -48,9 +57,9 @@ def gradient_descent(loss_and_grads, params: dict, X, Y, *, eta: float, n_steps,
     n_steps : int or ``(R,)`` ints: run ``r`` takes ``n_steps[r]`` updates, then stays frozen.
     observe : ``(params, grads, new_params, lr) -> dict of arrays with leading axis R``: what
         to log. ``new_params`` is the state after this step's update and ``lr`` ``(R,)`` the step
-        each run took (0 once frozen); both are ``None`` at the last step.
+        each run took (0 once frozen, with zero ``grads``); all three are ``None`` at the last step.
     log_every : log at steps ``0, log_every, 2 log_every, ...`` and at the last step.
-    progress : optional ``progress(step, total)`` callback.
+    progress : optional ``progress(done, total)`` callback, after each update.
 
     Returns
     -------
@@ -60,8 +69,9 @@ def gradient_descent(loss_and_grads, params: dict, X, Y, *, eta: float, n_steps,
     Raises
     ------
     DivergenceError
-        When a run's loss turns non-finite; ``.partial`` holds ``(params, history)`` up to the
-        last finite step.
+        When a run's loss or parameters turn non-finite; ``.partial`` holds ``(params, history)``:
+        the last finite parameters and the steps logged before (the contract of
+        :mod:`minitheory.loop`).
     Interrupted
         On Ctrl-C, with the same ``.partial``.
     """
@@ -71,93 +81,104 @@ def gradient_descent(loss_and_grads, params: dict, X, Y, *, eta: float, n_steps,
     n_steps = np.broadcast_to(np.asarray(n_steps), (R,))
     if n_steps.dtype.kind not in "iu" or np.any(n_steps < 0):
         raise ValueError(f"n_steps must be non-negative integers, got {n_steps}")
-    total = int(n_steps.max())
-    logs: dict[str, list] = {"step": [], "loss": []}
-
-    def history():
-        return {k: np.asarray(v) for k, v in logs.items()}
-
     params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
-    loss = np.zeros(R)
-    step_shape = lambda p: (R,) + (1,) * (p.ndim - 1)  # noqa: E731  per-run lr broadcast
-    # A diverging run overflows on its way to inf; the loop detects the non-finite loss itself
-    # and raises DivergenceError, so NumPy's warnings would only be noise.
-    step = 0
-    good = params                        # the last parameters with a finite loss
+
+    def update(p, step):
+        moving = np.flatnonzero(step < n_steps)            # frozen runs are not evaluated
+        if moving.size == R:
+            loss, grads = loss_and_grads(p, X, Y)
+        else:
+            loss, grads = np.zeros(R), {k: np.zeros_like(v) for k, v in p.items()}
+            loss[moving], g_moving = loss_and_grads({k: v[moving] for k, v in p.items()}, X, Y)
+            for k in grads:
+                grads[k][moving] = g_moving[k]
+        lr = np.where(step < n_steps, eta, 0.0)             # (R,): frozen runs take no step
+        new = {k: v - lr.reshape((R,) + (1,) * (v.ndim - 1)) * grads[k] for k, v in p.items()}
+        return new, {"loss": loss, "grads": grads, "lr": lr}
+
+    def check(new, out):
+        bad = ~np.isfinite(out["loss"])
+        for v in new.values():
+            bad |= ~np.isfinite(v).reshape(R, -1).all(axis=1)
+        return f"the loss or weights of runs {np.flatnonzero(bad).tolist()}" if bad.any() else ""
+
+    def observe_step(step, p, new, out):
+        if out is None:                                      # last step: loss filled in below
+            return {"loss": np.zeros(R), **observe(p, None, None, None)}
+        return {"loss": out["loss"], **observe(p, out["grads"], new, out["lr"])}
+
+    def with_frozen_loss(p, history):
+        """Write the loss of each run's final parameters at the logged steps where it was frozen."""
+        frozen = history["step"][:, None] >= n_steps          # (K, R)
+        if frozen.any():
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                final_loss, _ = loss_and_grads(p, X, Y)
+            history["loss"] = np.where(frozen, final_loss, history["loss"])
+        return p, history
+
     try:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for step in range(total + 1):
-                # Runs past their budget are frozen: evaluate only the runs still moving (or
-                # at their last step).
-                live = np.flatnonzero(step <= n_steps)
-                if live.size == R:
-                    loss, grads = loss_and_grads(params, X, Y)
-                else:
-                    loss = loss.copy()
-                    loss[live], g_live = loss_and_grads({k: v[live] for k, v in params.items()},
-                                                        X, Y)
-                    grads = {k: np.zeros_like(v) for k, v in params.items()}
-                    for k in grads:
-                        grads[k][live] = g_live[k]
-                if not np.all(np.isfinite(loss)):
-                    bad = np.flatnonzero(~np.isfinite(loss)).tolist()
-                    raise DivergenceError(
-                        f"loss became non-finite at step {step} (runs {bad}) with learning rate "
-                        f"eta={eta}; reduce eta", step=step, lr=eta, partial=(good, history()))
-                good = params
-                last = step == total
-                new = lr = None
-                if not last:
-                    lr = np.where(step < n_steps, eta, 0.0)      # frozen runs take no step
-                    new = {k: p - lr.reshape(step_shape(p)) * grads[k] for k, p in params.items()}
-                if step % log_every == 0 or last:
-                    logs["step"].append(step)
-                    logs["loss"].append(loss)
-                    for k, v in observe(params, grads, new, lr).items():
-                        logs.setdefault(k, []).append(v)
-                if progress is not None:
-                    progress(step, total)
-                if not last:
-                    params = new
-    except KeyboardInterrupt:
-        # keep what was logged; drop a half-logged step so every array has the same length
-        n = min(len(v) for v in logs.values())
-        for v in logs.values():
-            del v[n:]
-        raise Interrupted(step=step, lr=eta, partial=(params, history())) from None
-    return params, history()
+        params, history = loop.run(update, params, steps=int(n_steps.max()),
+                                   observe=observe_step, lr=eta, lr_name="eta",
+                                   log_every=log_every, progress=progress, check=check,
+                                   label="gradient descent")
+    except TrainingStopped as exc:
+        if len(exc.partial[1]["step"]):
+            exc.partial = with_frozen_loss(*exc.partial)
+        raise
+    return with_frozen_loss(params, history)
 
 
 # --------------------------------------------------------------------------------------------
 # Diagonal head
 # --------------------------------------------------------------------------------------------
+PAIRS = (("w_K", "w_Q"), ("w_V", "w_O"))   # (u, v): the two factors of a = w_K w_Q, b = w_V w_O
+
+
 def conservation(params: dict) -> tuple[np.ndarray, np.ndarray]:
-    r""":math:`c = u^2 - v^2` for the pairs :math:`(w_K, w_Q)` and :math:`(w_V, w_O)`, each ``(.., d)``."""
-    return (params["w_K"] ** 2 - params["w_Q"] ** 2, params["w_V"] ** 2 - params["w_O"] ** 2)
+    r"""The quantities gradient flow conserves (paper Sec. 4): :math:`c_i = u_i^2 - v_i^2` for
+    :math:`(u, v) = (w_K, w_Q)` and :math:`(w_V, w_O)`.
+
+    Returns ``(c_KQ, c_VO)``, each of the shape of ``params["w_K"]`` (``(.., d)``).
+    """
+    w_K, w_Q, w_V, w_O = (params[k] for k in ("w_K", "w_Q", "w_V", "w_O"))
+    c_KQ = w_K**2 - w_Q**2
+    c_VO = w_V**2 - w_O**2
+    return c_KQ, c_VO
 
 
 def conservation_residual(params, grads, new_params, lr) -> np.ndarray:
-    r"""Worst relative violation of :math:`c_i' = c_i(1 - \eta^2 g_i^2)` over one step, per run.
+    r"""How far one gradient-descent step is from the conservation law, per run (paper Sec. 4).
 
-    :math:`g_i = \partial_i\tilde L` is recovered from the factor gradients as
-    :math:`g_i = (u_i \nabla u_i + v_i \nabla v_i)/(u_i^2 + v_i^2)` (exact, since
-    :math:`\nabla u = v g`, :math:`\nabla v = u g`). The violation is measured relative to
-    :math:`u_i^2 + v_i^2 + u_i'^2 + v_i'^2`, the scale of its rounding error: :math:`c_i \sim
-    \alpha^2` lies far below the rounding of :math:`u_i^2` once a coordinate is active (spec
-    pitfall), and a large step makes :math:`|1 - \eta^2 g_i^2| \gg 1`.
-    ``lr`` ``(R,)`` is the step each run took. Returns ``(R,)``.
+    For a pair :math:`(u, v)` with product :math:`w = u v`, the chain rule gives
+    :math:`\nabla_u L = v\,g` and :math:`\nabla_v L = u\,g`, :math:`g = \partial_w \tilde L`.
+    Gradient flow keeps :math:`c = u^2 - v^2` fixed; the step :math:`u' = u - \eta v g`,
+    :math:`v' = v - \eta u g` multiplies it by exactly :math:`1 - \eta^2 g^2`:
+
+    .. math:: c' = u'^2 - v'^2 = (u^2 - v^2)(1 - \eta^2 g^2).
+
+    Here :math:`g` is recovered from the logged gradients, :math:`g = (v \nabla_u L + u
+    \nabla_v L)/(u^2 + v^2)`, and the violation :math:`|c' - c(1 - \eta^2 g^2)|` is measured
+    relative to :math:`u^2 + v^2 + u'^2 + v'^2`, the scale of its rounding error (:math:`c \sim
+    \alpha^2` lies far below the rounding of :math:`u^2` once a coordinate is active, and a large
+    step makes :math:`|1 - \eta^2 g^2| \gg 1`). A correct step gives ~1e-16.
+
+    ``params``, ``grads``, ``new_params``: the state before the step, its gradients and the state
+    after it, keys ``w_K, w_Q, w_V, w_O`` ``(R, d)``; ``lr`` ``(R,)`` the step each run took.
+    Returns the worst violation over coordinates and both pairs, ``(R,)``.
     """
-    lr2 = (np.asarray(lr, dtype=np.float64) ** 2)[:, None]
-    worst = np.zeros(lr2.shape[0])
-    for u_k, v_k in (("w_K", "w_Q"), ("w_V", "w_O")):
-        u, v, nu, nv = params[u_k], params[v_k], new_params[u_k], new_params[v_k]
-        size = u * u + v * v
-        g = np.divide(v * grads[u_k] + u * grads[v_k], size, out=np.zeros_like(size),
-                      where=size > 0)
-        resid = np.abs((nu * nu - nv * nv) - (u * u - v * v) * (1 - lr2 * g * g))
-        scale = size + nu * nu + nv * nv
-        rel = np.divide(resid, scale, out=np.zeros_like(scale), where=scale > 0)
-        worst = np.maximum(worst, rel.max(axis=-1))
+    eta = np.asarray(lr, dtype=np.float64)[:, None]          # (R, 1)
+    worst = np.zeros(eta.shape[0])
+    for u_key, v_key in PAIRS:
+        u, v = params[u_key], params[v_key]
+        u_new, v_new = new_params[u_key], new_params[v_key]
+        grad_u, grad_v = grads[u_key], grads[v_key]
+        size = u**2 + v**2
+        g = np.divide(v * grad_u + u * grad_v, size, out=np.zeros_like(size), where=size > 0)
+        c, c_new = u**2 - v**2, u_new**2 - v_new**2
+        violation = np.abs(c_new - c * (1 - eta**2 * g**2))
+        scale = size + u_new**2 + v_new**2
+        relative = np.divide(violation, scale, out=np.zeros_like(scale), where=scale > 0)
+        worst = np.maximum(worst, relative.max(axis=-1))
     return worst
 
 
@@ -209,8 +230,8 @@ def train_full(params: dict, X, Y, *, eta: float, n_steps, log_every: int = 10,
     D0 = _gram_differences(params)
 
     def observe(p, g, new, lr):
-        M, Nm = model.full_products(p)
-        dM, dN = M - M0, Nm - N0
+        M_t, N_t = model.full_products(p)
+        dM, dN = M_t - M0, N_t - N0
         D = _gram_differences(p)
         return {"sv_dM": singular_values(dM), "sv_dN": singular_values(dN),
                 "srank_dM": stable_rank(dM), "srank_dN": stable_rank(dN),

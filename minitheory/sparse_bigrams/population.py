@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..validation import DivergenceError, Interrupted, check_float, check_int, check_types
+from .. import loop
+from ..validation import TrainingStopped, check_float, check_int, check_types
 from . import data
 from .model import sigma_inner
 
@@ -270,9 +271,14 @@ def simulate(inst: LargeInstance, runs: dict, *, steps: int, rng: np.random.Gene
     :math:`A = \mathbf 1\mathbf 1^\top/T`. Memory: one ``(T, N)`` array per run and reference plus
     two buffers.
 
-    Returns ``(history, error)``: ``history[name][metric]`` is ``(K,)`` over steps ``0..steps``,
-    with ``ref_dist_V``, ``ref_dist_A`` (distance to the reference) when there is one;
-    ``error`` is a :class:`DivergenceError` or ``None`` (the history then ends before it).
+    Returns ``history``: ``history[name][metric]`` is ``(K,)`` over steps ``0..steps``, with
+    ``ref_dist_V``, ``ref_dist_A`` (distance to the reference) when there is one.
+
+    The steps run in :func:`minitheory.loop.run`. A run turning non-finite raises
+    :class:`~minitheory.validation.DivergenceError` (the message names the run and its step
+    size; ``.lr`` is the step size of the first run), Ctrl-C raises
+    :class:`~minitheory.validation.Interrupted`; ``.partial`` of both is the history of the steps
+    before. The update is in place, so no state is kept.
     """
     steps = check_int("steps", steps, low=0)
     if not runs:
@@ -292,51 +298,62 @@ def simulate(inst: LargeInstance, runs: dict, *, steps: int, rng: np.random.Gene
     schedules = dict(runs, **({"reference": reference} if reference is not None else {}))
     G, Xi = np.empty((T, N)), np.empty((T, N))          # scratch, and the step's noise
     noise = NoiseSource(rng)
-    hist: dict = {name: {} for name in runs}
-    error = None
-    it = 0
+    state = {name: (V, A, column_stats(A, inst.q)) for name, (V, A) in state.items()}
+
+    def measure(state):
+        """The logged metrics of every run, ``{(name, metric): value}``."""
+        out = {}
+        for name in runs:
+            V, A, stats = state[name]
+            for k, v in metrics(V, A, stats, inst).items():
+                out[name, k] = v
+            if reference is not None:   # |A - A_ref|^2 = |A|^2 - 2<A, A_ref> + |A_ref|^2
+                Vr, Ar, stats_r = state["reference"]
+                D = V - Vr
+                cross = np.einsum("tk,tk->k", A, Ar)             # one pass
+                d2 = inst.mu @ (stats[0] - 2 * cross + stats_r[0])
+                out[name, "ref_dist_V"] = np.sqrt(np.einsum("ij,ij,j->", D, D, inst.mu))
+                out[name, "ref_dist_A"] = np.sqrt(max(d2, 0.0))
+        return out
+
+    def update(state, it):
+        """One :func:`_step` of every run, in place; ``out`` holds the metrics of the old state."""
+        logged = measure(state)
+        Xi_mean = Xi_V = None
+        if any((sch.B1 if it < sch.tau else sch.B2) != np.inf for sch in schedules.values()):
+            Xi_mean = noise.fill(Xi)
+            Xi_V = rng.standard_normal((N, N))
+        for name, (V, A, stats) in state.items():
+            _step(schedules[name], V, A, it, stats, inst, G, Xi, Xi_mean, Xi_V)
+        return {name: (V, A, column_stats(A, inst.q)) for name, (V, A, _) in state.items()}, logged
+
+    def check(new, logged):
+        """The runs whose ``V`` or column statistics (sums over ``A``) are non-finite."""
+        bad = [name for name, (V, _, stats) in new.items()
+               if not (np.all(np.isfinite(V)) and all(np.all(np.isfinite(x)) for x in stats))]
+        return ", ".join(f"run {name!r} ({schedules[name].kind}, step size "
+                         f"{schedule_lr(schedules[name]):g})" for name in bad)
+
+    def observe(it, state, new, logged):
+        return measure(state) if logged is None else logged
+
+    first = next(iter(runs.values()))
     try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            for it in range(steps + 1):
-                stats = {name: column_stats(A, inst.q) for name, (V, A) in state.items()}
-                for name, (V, _) in state.items():
-                    if not (np.all(np.isfinite(V))
-                            and all(np.all(np.isfinite(x)) for x in stats[name])):
-                        sch = schedules[name]
-                        lr = schedule_lr(sch)
-                        error = DivergenceError(
-                            f"run {name!r} ({sch.kind}) became non-finite after step {it - 1} "
-                            f"with learning rate {lr:g}; reduce it", step=it - 1, lr=lr)
-                if error is not None:
-                    break
-                for name in runs:
-                    V, A = state[name]
-                    h = hist[name]
-                    for k, v in metrics(V, A, stats[name], inst).items():
-                        h.setdefault(k, []).append(v)
-                    h.setdefault("step", []).append(it)
-                    if reference is not None:   # |A - A_ref|^2 = |A|^2 - 2<A, A_ref> + |A_ref|^2
-                        Vr, Ar = state["reference"]
-                        D = V - Vr
-                        cross = np.einsum("tk,tk->k", A, Ar)             # one pass
-                        d2 = inst.mu @ (stats[name][0] - 2 * cross + stats["reference"][0])
-                        h.setdefault("ref_dist_V", []).append(
-                            np.sqrt(np.einsum("ij,ij,j->", D, D, inst.mu)))
-                        h.setdefault("ref_dist_A", []).append(np.sqrt(max(d2, 0.0)))
-                if it == steps:
-                    break
-                Xi_mean = Xi_V = None
-                if any((sch.B1 if it < sch.tau else sch.B2) != np.inf for sch in schedules.values()):
-                    Xi_mean = noise.fill(Xi)
-                    Xi_V = rng.standard_normal((N, N))
-                for name, (V, A) in state.items():
-                    _step(schedules[name], V, A, it, stats[name], inst, G, Xi, Xi_mean, Xi_V)
-                if progress is not None:
-                    progress(it + 1, steps)
-    except KeyboardInterrupt:
-        for h in hist.values():                      # drop a half-logged entry
-            n = min(len(v) for v in h.values()) if h else 0
-            for v in h.values():
-                del v[n:]
-        error = Interrupted(step=it, lr=schedule_lr(next(iter(runs.values()))))
-    return {name: {k: np.asarray(v) for k, v in h.items()} for name, h in hist.items()}, error
+        _, logs = loop.run(update, state, steps=steps, observe=observe, lr=schedule_lr(first),
+                           lr_name="eta_A" if first.kind == "two_stage" else "eta_sgd",
+                           progress=progress, check=check, label="the large-T simulation")
+    except TrainingStopped as exc:
+        exc.partial = per_run(exc.partial[1])
+        raise
+    return per_run(logs)
+
+
+def per_run(logs: dict) -> dict:
+    """``{"step": (K,), (name, metric): (K,)}`` as ``{name: {metric: (K,), "step": (K,)}}``."""
+    hist: dict = {}
+    for key, v in logs.items():
+        if key != "step":
+            hist.setdefault(key[0], {})[key[1]] = v
+    for h in hist.values():
+        h["step"] = logs["step"]
+    return hist

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..primitives import softmax
-from ..validation import DivergenceError, Interrupted, check_float, check_int, check_types
+from .. import loop
+from ..validation import check_float, check_int, check_types
 from . import analysis, data, model
 
 NORMALIZE = ("balance", "v_cols", "a_cols", "none")
@@ -129,9 +130,14 @@ def train(inst: data.Instance, method: Method, seeds, *, steps: int, batch: int 
 
     Returns
     -------
-    params : final ``{"V", "A"}`` ``(R, ., .)``.
+    params : final ``{"V", "A"}`` (``{"V", "W"}`` for softmax) ``(R, ., .)``.
     history : ``{"step": (K,), "samples": (K,), <metric>: (K, R)}``.
-    error : :class:`DivergenceError` or ``None`` (then ``params``/``history`` are the last finite).
+
+    Raises
+    ------
+    DivergenceError, Interrupted
+        With ``.partial = (params, history)``: the last finite parameters and the steps logged
+        before (the contract of :mod:`minitheory.loop`, which runs the update rule).
     """
     rngs = [np.random.default_rng(s if isinstance(s, np.random.SeedSequence)
                                   else check_int("seed", s, low=0)) for s in seeds]
@@ -154,58 +160,45 @@ def train(inst: data.Instance, method: Method, seeds, *, steps: int, batch: int 
             raise ValueError(f"init has V {V0.shape} and A {A0.shape}, but the task needs "
                              f"V {(inst.N, inst.N)} and A {(inst.T, inst.N)}")
         params = {"V": np.tile(V0, (R, 1, 1)), "A": np.tile(A0, (R, 1, 1))}
-    hist: dict[str, list] = {"step": [], "samples": []}
-    error = None
 
-    def log(it):
-        hist["step"].append(it)
-        hist["samples"].append(it * batch)
-        for key, v in analysis.metrics(attention(params), inst).items():
-            hist.setdefault(key, []).append(v)
+    def update(params, it):
+        batches = [data.sample(g, inst, batch) for g in rngs]
+        xs, k, xo = (np.stack([b[i] for b in batches]) for i in range(3))
+        loss, new = _step(params, xs, k, xo, it, method, mu)
+        return new, {"loss": loss}
 
-    log(0)
-    it = 0
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            for it in range(steps):
-                batches = [data.sample(g, inst, batch) for g in rngs]
-                xs, k, xo = (np.stack([b[i] for b in batches]) for i in range(3))
-                loss, new, lr = _step(params, xs, k, xo, it, method, mu)
-                if not all(np.all(np.isfinite(v)) for v in (loss, *new.values())):
-                    error = DivergenceError(
-                        f"{method.label} diverged at step {it} with learning rate {lr:g}: "
-                        f"non-finite loss or weights; reduce the learning rate", step=it, lr=lr)
-                    break
-                params = new
-                if (it + 1) % log_every == 0 or it + 1 == steps:
-                    log(it + 1)
-                if progress is not None:
-                    progress(it + 1, steps)
-    except KeyboardInterrupt:
-        n = min(len(v) for v in hist.values())      # drop a half-logged entry
-        for v in hist.values():
-            del v[n:]
-        error = Interrupted(step=it, lr=method.eta1 if method.kind == "two_stage" else method.eta)
-    return params, {key: np.asarray(v) for key, v in hist.items()}, error
+    def observe(it, params, new, out):
+        return {"samples": it * batch, **analysis.metrics(attention(params), inst)}
+
+    return loop.run(update, params, steps=steps, observe=observe,
+                    lr=lambda it: learning_rate(method, it), log_every=log_every,
+                    progress=progress, label=method.label)
+
+
+def learning_rate(method: Method, it: int) -> float:
+    """The step size of ``method`` at step ``it``: ``eta1`` then ``eta2`` (two-stage) or ``eta``."""
+    if method.kind == "two_stage":
+        return method.eta1 if it < method.tau else method.eta2
+    return method.eta
 
 
 def _step(params, xs, k, xo, it, method: Method, mu):
-    """One update of ``method`` on a batch; returns ``(loss, new params, learning rate used)``."""
+    """One update of ``method`` on a batch; returns ``(loss, new params)``."""
     if method.kind == "softmax":
         loss, g = model.softmax_loss_and_grads_unchecked(params, xs, k, xo)
         return loss, {"V": params["V"] - method.eta * g["V"],
-                      "W": params["W"] - method.eta_W * g["W"]}, method.eta
+                      "W": params["W"] - method.eta_W * g["W"]}
     loss, g = model.loss_and_grads_unchecked(params, xs, k, xo)
     V, A = params["V"], params["A"]
     if method.kind == "sgd":
-        return loss, {"V": V - method.eta * g["V"], "A": A - method.eta * g["A"]}, method.eta
+        return loss, {"V": V - method.eta * g["V"], "A": A - method.eta * g["A"]}
     if it < method.tau:                                                # stage 1
         return loss, {"V": V - method.eta1 * g["V"] / mu,
-                      "A": A - method.eta1 * g["A"] / mu}, method.eta1
+                      "A": A - method.eta1 * g["A"] / mu}
     V = V - method.eta2 * g["V"] / mu                                  # stage 2: proximal
     A = soft_threshold(A - method.eta2_A * g["A"] / mu, method.eta2_A * method.lam)
     V, A = normalize(V, A, mu, method.normalize)
-    return loss, {"V": V, "A": A}, method.eta2
+    return loss, {"V": V, "A": A}
 
 
 def first_reach(history: dict, key: str = "dist_A", level: float = 0.1):
