@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..loop import outcome
 from ..transformer import analysis, data, training
-from ..validation import TrainingStopped, check_float, check_int, check_types
+from ..validation import check_float, check_int, check_types
 from . import _common
 
 NAME = "rank_growth_transformer"
@@ -129,6 +130,7 @@ def log_softmax_xent(z: np.ndarray, targets: np.ndarray) -> float:
 
 
 def chunked_logits(params, inputs, mcfg, chunk: int = 256) -> np.ndarray:
+    """The model's logits on ``inputs`` in chunks of ``chunk`` samples (bounded memory)."""
     from ..transformer.model import logits
     return np.concatenate([logits(params, inputs[i:i + chunk], mcfg)
                            for i in range(0, len(inputs), chunk)])
@@ -213,26 +215,23 @@ def run(cfg: Config, progress=None):
     (S, K, layers, heads, min(d, 2 d_h))``; ``srank_KQ, srank_VO (S, K, layers, heads)`` at the
     measured steps ``log_step (K,)``; the init spectra ``sv_KQ_init ... (S, layers, heads, k)``;
     the evaluations ``(S, K)`` and the final ones ``(S,)``. A stopped run keeps the scales
-    finished before it and the steps of the interrupted one up to where it stopped.
+    finished before it; when the first scale stopped, its steps up to there.
     """
     from ..transformer.model import init_params
     mcfg, batch, evaluate, final, info = setup(cfg)
     steps = cfg.n_steps
     log_at = analysis.log_steps(steps, cfg.n_log)
     warmup = min(cfg.warmup, steps)
-    runs, error = [], None
+    runs = []
     for i, scale in enumerate(cfg.scales):
         params0 = init_params(np.random.default_rng(cfg.seed), mcfg, scale=scale)
         label = f"scale {scale:g} ({i + 1}/{len(cfg.scales)})"
         prog = None if progress is None else _common.Progress(f"{cfg.task}, {label}")
-        try:
-            params, hist = training.train(params0, mcfg, batch, steps=steps, lr=cfg.lr,
-                                          warmup=warmup, optimizer_name=cfg.optimizer,
-                                          log_at=log_at, evaluate=evaluate, progress=prog)
-        except TrainingStopped as exc:
-            error = exc
-            exc.args = (f"{label}: {exc}",)
-            params, hist = exc.partial
+        (params, hist), error = outcome(training.train, params0, mcfg, batch, steps=steps,
+                                        lr=cfg.lr, warmup=warmup, optimizer_name=cfg.optimizer,
+                                        log_at=log_at, evaluate=evaluate, progress=prog)
+        if error is not None:
+            error.args = (f"{label}: {error}",)
             if i == 0:                                # keep the steps of the first scale
                 runs.append((hist, analysis.init_spectra(params0), {}))
             break
