@@ -1,4 +1,5 @@
-"""The real data of the transformer demos: shipped digits (checksum), splits, patches, characters."""
+"""The real data of the transformer demos: the shipped digits (checksum), splits, patches and
+the character corpus."""
 import shutil
 
 import numpy as np

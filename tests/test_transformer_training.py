@@ -74,8 +74,9 @@ def test_schedule_at_warmup_end_midpoint_and_end():
     assert math.isclose(training.lr_at(60, lr=lr, warmup=warmup, total=total), lr / 2)
     assert training.lr_at(total, lr=lr, warmup=warmup, total=total) == 0.0
     assert np.all(np.diff(rates[warmup:]) < 0) and rates[-1] > 0
+    c = np.cos(np.pi / 4)
     np.testing.assert_allclose(training.lr_schedule(lr=1.0, warmup=0, total=4),
-                               [1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5, 0.5 * (1 - np.cos(np.pi / 4))])
+                               [1.0, 0.5 * (1 + c), 0.5, 0.5 * (1 - c)])
     for bad in (float("nan"), float("inf"), -1.0, 0.0):
         with pytest.raises(ValueError, match="lr must be"):
             training.lr_schedule(lr=bad, warmup=1, total=5)

@@ -65,7 +65,8 @@ def adam_init(params: dict) -> dict:
 
 def adam_update(params: dict, grads: dict, state: dict, lr: float, *, beta1: float = BETA1,
                 beta2: float = BETA2, eps: float = EPS):
-    r"""One Adam update (module docstring): returns ``(new_params, new_state)``; inputs unchanged."""
+    r"""One Adam update (module docstring): returns ``(new_params, new_state)``; the inputs
+    are not changed."""
     t = state["t"] + 1
     c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
     new_p, new_m, new_v = {}, {}, {}
@@ -177,7 +178,8 @@ def train(params: dict, cfg, batch, *, steps: int, lr: float, warmup: int,
 
     try:
         (params, _), hist = loop.run(step_rule, (params0, init(params0)), steps=steps,
-                                     observe=observe, lr=lambda s: rates[min(s, steps - 1)] if steps else 0.0,
+                                     observe=observe,
+                                     lr=lambda s: rates[min(s, steps - 1)] if steps else 0.0,
                                      lr_name="lr",
                                      progress=progress, check=check)
     except TrainingStopped as exc:
