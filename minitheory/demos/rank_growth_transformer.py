@@ -29,7 +29,7 @@ NAME = "rank_growth_transformer"
 TASKS = ("vision", "language")
 #: Updates when ``--steps`` is 0: the task's default and its ``--quick`` value.
 DEFAULT_STEPS = {"vision": 1000, "language": 1200}
-QUICK_STEPS = {"vision": 120, "language": 60}
+QUICK_STEPS = {"vision": 80, "language": 60}
 #: Minibatch size when ``--batch`` is 0 (images; windows of ``--context`` characters).
 DEFAULT_BATCH = {"vision": 64, "language": 16}
 #: Peak learning rate when ``--lr`` is 0 (tuned once each: language at 1e-3 reached 2.08
