@@ -234,6 +234,33 @@ def case_population(N: int, T: int = 100_000):
     return grads, step, 16 * T * N + 20 * N * N, []
 
 
+def case_transformer_adam(task: str):
+    """Pre-LN transformer of the rank-growth demo (d=64, 4 heads of 16, 4 layers, MLP 128), one
+    Adam step on a minibatch of the demo's size: vision 64 digits in 2x2 patches (17 tokens),
+    language 16 windows of 64 characters (vocabulary 103)."""
+    from .transformer import model, training
+    rng = np.random.default_rng(0)
+    if task == "vision":
+        B, n, V = 64, 17, 10
+        cfg = model.TransformerConfig(task="vision", n_tokens=n, n_in=4, n_out=V)
+        x, y = rng.random((B, n - 1, 4)), rng.integers(0, V, B)
+    else:
+        B, n, V = 16, 64, 103
+        cfg = model.TransformerConfig(task="language", n_tokens=n, n_in=V, n_out=V)
+        x, y = rng.integers(0, V, (B, n)), rng.integers(0, V, (B, n))
+    state = {"p": model.init_params(rng, cfg)}
+    state["opt"] = training.adam_init(state["p"])
+
+    def step():
+        _, g = model.loss_and_grads_unchecked(state["p"], x, y, cfg)
+        state["p"], state["opt"] = training.adam_update(state["p"], g, state["opt"], 1e-4)
+    d, H, dh, m = cfg.d, cfg.heads, cfg.d_h, cfg.d_mlp
+    # per token and layer: Q, K, V and O maps, scores and mixing, the MLP; then the head
+    per_token = cfg.depth * 2 * (4 * d * H * dh + 2 * n * H * dh + 2 * d * m)
+    fwd = B * n * per_token + 2 * (B if task == "vision" else B * n) * d * V
+    return (lambda: model.loss_and_grads_unchecked(state["p"], x, y, cfg)), step, 3 * fwd, []
+
+
 CASES = [
     ("diagonal head", "R=5 (paper)", lambda: case_diagonal(5)),
     ("diagonal head", "R=64", lambda: case_diagonal(64)),
@@ -245,6 +272,8 @@ CASES = [
     ("linear transformer, bigrams", "B=1024", lambda: case_linear_bigram(1024)),
     ("large-T population step", "N=100, T=1e5", lambda: case_population(100)),
     ("large-T population step", "N=500, T=1e5", lambda: case_population(500)),
+    ("transformer + Adam, digits", "B=64 (demo)", lambda: case_transformer_adam("vision")),
+    ("transformer + Adam, characters", "B=16 (demo)", lambda: case_transformer_adam("language")),
 ]
 
 

@@ -1,0 +1,413 @@
+r"""The transformer of :mod:`.reference`, fast: the same contract, fewer and larger products.
+
+Boix-Adsera et al., *Transformers learn through gradual rank increase* (arXiv 2306.07042 v2),
+Sec. 5 and App. B train ordinary vision and language transformers and track, per head, the
+products :math:`W_K^h W_Q^{h\top}` and :math:`W_V^h W_O^{h\top}`. This module holds the
+configuration (:class:`TransformerConfig`), the default initialization (:func:`init_params`,
+with the paper's init-scale factor) and the fast twin of every layer in :mod:`.reference`.
+Read :mod:`.reference` first: it has the equations; here each function names its reference twin,
+the trick, and the gain measured at the demo size.
+
+Parameters (float64 arrays; ``H`` heads of width ``d_h``, ``m = d_mlp``):
+
+========================  ======================  ==========================================
+key                       shape                   role
+========================  ======================  ==========================================
+``embed``                 ``(n_in, d)``           patch embedding (vision) / token embedding
+``cls``                   ``(d,)``                class token (vision only)
+``pos``                   ``(n_tokens, d)``       learned positional embedding
+``layer{l}.ln1_g, ln1_b`` ``(d,)``                LayerNorm before attention
+``layer{l}.W_Q, W_K``     ``(H, d, d_h)``         :math:`W_Q^h, W_K^h`
+``layer{l}.W_V, W_O``     ``(H, d, d_h)``         :math:`W_V^h, W_O^h`
+``layer{l}.ln2_g, ln2_b`` ``(d,)``                LayerNorm before the MLP
+``layer{l}.W_1, b_1``     ``(d, m), (m,)``        MLP first layer
+``layer{l}.W_2, b_2``     ``(m, d), (d,)``        MLP second layer
+``lnf_g, lnf_b``          ``(d,)``                final LayerNorm
+``head, head_b``          ``(d, n_out), (n_out,)`` classification / next-token head
+========================  ======================  ==========================================
+
+**Layout.** The residual stream is kept as one ``(B n, d)`` matrix, so every per-token linear map
+(Q/K/V of all heads at once, the output map of all heads at once, the MLP, the head) is a single
+large product; only the ``(n, n)`` score and mixing products are stacked per (sample, head).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .checks import check_batch_for, check_config, param_shapes
+from .reference import LN_EPS, GELU_C
+
+__all__ = ["TransformerConfig", "init_params", "logits", "loss_and_grads",
+           "loss_and_grads_unchecked", "forward", "backward", "param_shapes"]
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Shape of the network (arXiv 2306.07042 v2, Sec. 5: a ViT and a GPT-2-style model).
+
+    Attributes
+    ----------
+    task : ``"vision"`` (patches, a class token, a classification head) or ``"language"``
+        (token ids, a causal mask, a next-token head).
+    n_tokens : sequence length; vision: number of patches + 1 (the class token), >= 2;
+        language: the context length, >= 1.
+    n_in : vision: the patch dimension (pixels per patch); language: the vocabulary size.
+    n_out : vision: the number of classes; language: the vocabulary size (= ``n_in``).
+    d : width of the residual stream.
+    heads, d_h : number of heads and width of each; ``heads * d_h`` need not equal ``d``.
+    depth : number of blocks.
+    d_mlp : hidden width of the MLP.
+    activation : ``"gelu"`` (its tanh approximation, as GPT-2) or ``"relu"``.
+    causal : mask attention to earlier positions; ``None`` (default) means ``True`` for
+        language and ``False`` for vision, and is replaced by that bool on construction.
+        (A causal vision model's class token, at position 0, attends only to itself.)
+    """
+
+    task: str
+    n_tokens: int
+    n_in: int
+    n_out: int
+    d: int = 64
+    heads: int = 4
+    d_h: int = 16
+    depth: int = 4
+    d_mlp: int = 128
+    activation: str = "gelu"
+    causal: bool | None = None
+
+    def __post_init__(self):
+        check_config(self)
+        if self.causal is None:
+            object.__setattr__(self, "causal", self.task == "language")
+        else:
+            object.__setattr__(self, "causal", bool(self.causal))
+
+
+def init_params(rng: np.random.Generator, cfg: TransformerConfig, scale: float = 1.0) -> dict:
+    r"""Default initialization, every layer but the embedding multiplied by ``scale``.
+
+    Every weight matrix is :math:`\mathcal N(0, 1/\mathrm{fan\_in})` (LeCun normal), with
+    ``fan_in`` the width the matrix reads: ``d`` for :math:`W_Q^h, W_K^h, W_V^h, W_1` and the head,
+    ``heads * d_h`` for :math:`W_O` (it reads the concatenated heads), ``d_mlp`` for :math:`W_2`;
+    the patch embedding has ``fan_in = n_in`` and the token embedding (a lookup of one row)
+    ``fan_in = 1``. The class token and the positional embedding are :math:`\mathcal N(0, 1)`,
+    as the token rows. LayerNorm gains are 1, every bias 0. [project choice: a scale-free rule
+    under which the residual stream and each branch start with entries of order one; the paper
+    uses the default initializations of its ViT and GPT-2 code.]
+
+    The init-scale study (arXiv 2306.07042 v2, App. B) multiplies "the initialization of every
+    layer" by ``scale`` except the token mapper: here every array except ``"embed"`` — the
+    class token, positions, attention and MLP weights, LayerNorm gains and the head — is
+    multiplied by ``scale`` (biases and LN biases are 0 either way).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    cfg : TransformerConfig
+    scale : float, > 0.
+
+    Returns
+    -------
+    dict of float64 arrays with the keys and shapes of the module table.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    if not isinstance(cfg, TransformerConfig):
+        raise TypeError(f"cfg must be a TransformerConfig, got {type(cfg).__name__}")
+    from ..validation import check_float
+    scale = check_float("scale", scale, low=0.0, low_open=True)
+    fan_in = {"W_Q": cfg.d, "W_K": cfg.d, "W_V": cfg.d, "W_O": cfg.heads * cfg.d_h,
+              "W_1": cfg.d, "W_2": cfg.d_mlp}
+    params = {}
+    for key, shape in param_shapes(cfg).items():
+        name = key.split(".")[-1]
+        if key == "embed":
+            std = 1.0 / np.sqrt(cfg.n_in) if cfg.task == "vision" else 1.0
+            params[key] = std * rng.standard_normal(shape)
+            continue
+        if name in fan_in:
+            value = rng.standard_normal(shape) / np.sqrt(fan_in[name])
+        elif name == "head":
+            value = rng.standard_normal(shape) / np.sqrt(cfg.d)
+        elif name in ("cls", "pos"):
+            value = rng.standard_normal(shape)
+        elif name.endswith("_g"):
+            value = np.ones(shape)
+        else:                                                   # biases
+            value = np.zeros(shape)
+        params[key] = scale * value
+    return params
+
+
+# --------------------------------------------------------------------------------------------
+# Fast layers (each names its reference twin)
+# --------------------------------------------------------------------------------------------
+def layer_norm(x, g, b):
+    r"""LayerNorm over the last axis of a 2-D ``x`` ``(N, d)``; twin of
+    :func:`.reference.layer_norm`. Trick: the row means are matrix-vector products
+    (``x @ 1/d``; NumPy reduces short rows slowly), and the centred array is reused."""
+    w = np.full(x.shape[1], 1.0 / x.shape[1])
+    xc = x - (x @ w)[:, None]
+    inv_std = 1.0 / np.sqrt((xc * xc) @ w + LN_EPS)
+    xc *= inv_std[:, None]                                      # x_hat
+    y = xc * g
+    y += b
+    return y, (xc, inv_std, g)
+
+
+def layer_norm_backward(dy, cache):
+    r"""Twin of :func:`.reference.layer_norm_backward` on 2-D arrays, means as products."""
+    x_hat, inv_std, g = cache
+    w = np.full(dy.shape[1], 1.0 / dy.shape[1])
+    dg = np.einsum("nd,nd->d", dy, x_hat)
+    db = dy.sum(axis=0)
+    dx_hat = dy * g
+    dx = x_hat * ((dx_hat * x_hat) @ w)[:, None]
+    np.subtract(dx_hat, dx, out=dx)
+    dx -= (dx_hat @ w)[:, None]
+    dx *= inv_std[:, None]
+    return dx, dg, db
+
+
+def _softmax_rows(scores, mask):
+    r"""In-place row softmax of ``scores`` ``(..., n, n)``; ``mask`` ``(n, n)`` 0/1 floats or ``None``.
+
+    Twin of :func:`.reference.softmax` with the causal ``-inf`` entries. When every
+    ``|score| < 700 - log n`` no exponential can overflow or vanish and the row maximum is not
+    needed (:func:`~minitheory.primitives.shifted_exp`); masked entries are then zeroed after the
+    exponential. Otherwise they are set to ``-inf`` and the row maximum subtracted.
+    """
+    n = scores.shape[-1]
+    if scores.size and max(-np.min(scores), np.max(scores)) < 700.0 - np.log(n):
+        np.exp(scores, out=scores)
+        if mask is not None:
+            scores *= mask
+    else:
+        if mask is not None:
+            scores[..., mask == 0] = -np.inf
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
+
+
+def attention(y, W_Q, W_K, W_V, W_O, B, causal):
+    r"""All heads of :func:`.reference.attention` at once, on ``y`` ``(B n, d)``.
+
+    Trick: the three projections of all heads are one product with the stacked
+    ``(d, 3 H d_h)`` matrix :math:`[W_Q/\sqrt{d_h}, W_K, W_V]` (the scale folded into
+    :math:`W_Q`), the output maps of all heads one product with the ``(H d_h, d)`` matrix of
+    the :math:`W_O^{h\top}`; the scores and the mixing :math:`A V` are stacked per (sample, head).
+    Returns ``out`` ``(B n, d)`` and the cache.
+    """
+    H, d, d_h = W_Q.shape
+    n = y.shape[0] // B
+    W_qkv = np.concatenate([W_Q / np.sqrt(d_h), W_K, W_V]).transpose(1, 0, 2).reshape(d, 3 * H * d_h)
+    qkv = (y @ W_qkv).reshape(B, n, 3, H, d_h).transpose(2, 0, 3, 1, 4)     # (3, B, H, n, d_h)
+    Q, K, V = qkv[0], qkv[1], qkv[2]
+    A = _softmax_rows(Q @ K.swapaxes(-1, -2), causal_mask(n) if causal else None)  # (B, H, n, n)
+    Z = (A @ V).transpose(0, 2, 1, 3).reshape(B * n, H * d_h)             # heads side by side
+    W_o = W_O.transpose(0, 2, 1).reshape(H * d_h, d)                        # rows (h, e)
+    return Z @ W_o, (y, W_qkv, qkv, A, Z, W_o, B)
+
+
+def attention_backward(dout, cache):
+    r"""Twin of :func:`.reference.attention_backward`, with the stacked matrices of
+    :func:`attention`: :math:`\bar W_{qkv} = Y^\top [\bar Q, \bar K, \bar V]` and
+    :math:`\bar Y = [\bar Q, \bar K, \bar V] W_{qkv}^\top` are one product each."""
+    y, W_qkv, qkv, A, Z, W_o, B = cache
+    Q, K, V = qkv[0], qkv[1], qkv[2]
+    _, H, n, d_h = Q.shape
+    d = y.shape[1]
+    dW_O = (Z.T @ dout).reshape(H, d_h, d).transpose(0, 2, 1)
+    dZ = (dout @ W_o.T).reshape(B, n, H, d_h).transpose(0, 2, 1, 3)       # (B, H, n, d_h)
+    dqkv = np.empty((B, n, 3, H, d_h))
+    dq, dk, dv = (dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # views (B, H, n, d_h)
+    dv[...] = A.swapaxes(-1, -2) @ dZ
+    dS = dZ @ V.swapaxes(-1, -2)                                           # dA, then dS in place
+    dS -= np.einsum("bhqk,bhqk->bhq", dS, A)[..., None]
+    dS *= A
+    dq[...] = dS @ K
+    dk[...] = dS.swapaxes(-1, -2) @ Q
+    dqkv = dqkv.reshape(B * n, 3 * H * d_h)
+    dW = (y.T @ dqkv).reshape(d, 3, H, d_h).transpose(1, 2, 0, 3)          # (3, H, d, d_h)
+    return dqkv @ W_qkv.T, dW[0] / np.sqrt(d_h), dW[1], dW[2], dW_O
+
+
+def causal_mask(n):
+    r"""``(n, n)`` float 0/1: 1 where query ``i`` may attend to key ``j <= i``."""
+    return np.tril(np.ones((n, n)))
+
+
+def mlp(y, W_1, b_1, W_2, b_2, activation):
+    r"""Twin of :func:`.reference.mlp` on ``(B n, d)``; the GELU is computed in place
+    (tanh form, as :func:`.reference.gelu`)."""
+    u = y @ W_1
+    u += b_1
+    if activation == "gelu":
+        t = u * u
+        t *= 0.044715
+        t += 1.0
+        t *= u
+        t *= GELU_C
+        np.tanh(t, out=t)
+        a = t + 1.0
+        a *= u
+        a *= 0.5
+        act_cache = (u, t)
+    else:
+        a = np.maximum(u, 0.0)
+        act_cache = (u > 0,)
+    out = a @ W_2
+    out += b_2
+    return out, (y, a, act_cache, W_1, W_2, activation)
+
+
+def mlp_backward(dout, cache):
+    r"""Twin of :func:`.reference.mlp_backward` on ``(B n, .)`` matrices."""
+    y, a, act_cache, W_1, W_2, activation = cache
+    dW_2 = a.T @ dout
+    db_2 = dout.sum(axis=0)
+    du = dout @ W_2.T
+    if activation == "gelu":
+        u, t = act_cache
+        deriv = u * u
+        deriv *= 3 * 0.044715
+        deriv += 1.0
+        deriv *= u
+        deriv *= 1.0 - t * t
+        deriv *= GELU_C
+        deriv += 1.0 + t
+        deriv *= 0.5
+        du *= deriv
+    else:
+        du *= act_cache[0]
+    return du @ W_1.T, y.T @ du, du.sum(axis=0), dW_2, db_2
+
+
+def cross_entropy(z, targets):
+    r"""Twin of :func:`.reference.cross_entropy` on 2-D logits ``(N, C)``, ``targets`` ``(N,)``;
+    the softmax is computed once and turned into the cotangent in place."""
+    N = z.shape[0]
+    rows = np.arange(N)
+    e = z - z.max(axis=1, keepdims=True)
+    picked = e[rows, targets]
+    np.exp(e, out=e)
+    total = e.sum(axis=1)
+    loss = float(np.mean(np.log(total) - picked))
+    e *= (1.0 / (N * total))[:, None]
+    e[rows, targets] -= 1.0 / N
+    return loss, e
+
+
+# --------------------------------------------------------------------------------------------
+# The network
+# --------------------------------------------------------------------------------------------
+def forward(params, inputs, cfg):
+    r"""Twin of :func:`.reference.forward`: logits ``(B, n_out)`` (vision) or
+    ``(B, n, n_out)`` (language), and the cache."""
+    B, n, d = inputs.shape[0], cfg.n_tokens, cfg.d
+    if cfg.task == "vision":
+        x = np.empty((B, n, d))
+        x[:, 0] = params["cls"]
+        np.matmul(inputs, params["embed"], out=x[:, 1:])
+        x += params["pos"]
+    else:
+        x = params["embed"][inputs] + params["pos"]
+    x = x.reshape(B * n, d)
+    blocks = []
+    for layer in range(cfg.depth):
+        p = f"layer{layer}."
+        y1, ln1 = layer_norm(x, params[p + "ln1_g"], params[p + "ln1_b"])
+        a, att = attention(y1, params[p + "W_Q"], params[p + "W_K"], params[p + "W_V"],
+                           params[p + "W_O"], B, cfg.causal)
+        x = x + a
+        y2, ln2 = layer_norm(x, params[p + "ln2_g"], params[p + "ln2_b"])
+        m, mc = mlp(y2, params[p + "W_1"], params[p + "b_1"], params[p + "W_2"],
+                    params[p + "b_2"], cfg.activation)
+        x = x + m
+        blocks.append((ln1, att, ln2, mc))
+    top = x.reshape(B, n, d)[:, 0] if cfg.task == "vision" else x
+    y, lnf = layer_norm(top, params["lnf_g"], params["lnf_b"])
+    z = y @ params["head"]
+    z += params["head_b"]
+    if cfg.task == "language":
+        z = z.reshape(B, n, cfg.n_out)
+    return z, (inputs, blocks, lnf, y, B)
+
+
+def backward(params, cache, dz, cfg):
+    r"""Twin of :func:`.reference.backward`; the token-embedding gradient accumulates repeated
+    ids with one ``np.bincount`` over (id, feature) pairs instead of ``np.add.at``."""
+    inputs, blocks, lnf, y, B = cache
+    n, d = cfg.n_tokens, cfg.d
+    dz = dz.reshape(-1, dz.shape[-1])
+    grads = {"head": y.T @ dz, "head_b": dz.sum(axis=0)}
+    dtop, grads["lnf_g"], grads["lnf_b"] = layer_norm_backward(dz @ params["head"].T, lnf)
+    if cfg.task == "vision":
+        dx = np.zeros((B, n, d))
+        dx[:, 0] = dtop
+        dx = dx.reshape(B * n, d)
+    else:
+        dx = dtop
+    for layer in reversed(range(cfg.depth)):
+        p = f"layer{layer}."
+        ln1, att, ln2, mc = blocks[layer]
+        dy2, grads[p + "W_1"], grads[p + "b_1"], grads[p + "W_2"], grads[p + "b_2"] = \
+            mlp_backward(dx, mc)
+        dbranch, grads[p + "ln2_g"], grads[p + "ln2_b"] = layer_norm_backward(dy2, ln2)
+        dx = dx + dbranch
+        dy1, grads[p + "W_Q"], grads[p + "W_K"], grads[p + "W_V"], grads[p + "W_O"] = \
+            attention_backward(dx, att)
+        dbranch, grads[p + "ln1_g"], grads[p + "ln1_b"] = layer_norm_backward(dy1, ln1)
+        dx = dx + dbranch
+    dx = dx.reshape(B, n, d)
+    grads["pos"] = dx.sum(axis=0)
+    if cfg.task == "vision":
+        grads["cls"] = dx[:, 0].sum(axis=0)
+        grads["embed"] = inputs.reshape(-1, cfg.n_in).T @ dx[:, 1:].reshape(-1, d)
+    else:
+        idx = (inputs.reshape(-1, 1) * d + np.arange(d)).ravel()
+        grads["embed"] = np.bincount(idx, weights=dx.ravel(),
+                                     minlength=cfg.n_in * d).reshape(cfg.n_in, d)
+    return {k: grads[k] for k in params}
+
+
+def logits(params, inputs, cfg):
+    r"""Logits of the network (checked): vision ``(B, n_out)`` from the final LayerNorm of the
+    class token; language ``(B, n_tokens, n_out)``. Equations: :func:`.reference.forward`."""
+    params, inputs, _ = check_batch_for(params, inputs, None, cfg)
+    return forward(params, inputs, cfg)[0]
+
+
+def loss_and_grads_unchecked(params, inputs, targets, cfg):
+    r"""Unchecked :func:`loss_and_grads` (inputs already validated): the mean cross-entropy
+    :math:`L = \tfrac1N \sum_i (\log\sum_c e^{z_{ic}} - z_{i,y_i})` and every gradient."""
+    z, cache = forward(params, inputs, cfg)
+    loss, dz = cross_entropy(z.reshape(-1, z.shape[-1]), targets.reshape(-1))
+    return loss, backward(params, cache, dz, cfg)
+
+
+def loss_and_grads(params, inputs, targets, cfg):
+    r"""Mean cross-entropy and the gradient of every parameter; the contract of
+    :func:`.reference.loss_and_grads`.
+
+    Parameters
+    ----------
+    params : dict of float64 arrays with the keys of :func:`init_params`.
+    inputs : vision: float ``(B, n_tokens - 1, n_in)`` patches (the class token is prepended
+        inside: :math:`X = [c; P E] + \mathrm{pos}`); language: int ``(B, n_tokens)`` ids in
+        ``[0, n_in)``.
+    targets : vision: int ``(B,)`` labels in ``[0, n_out)``; language: int ``(B, n_tokens)``
+        next-token ids.
+    cfg : TransformerConfig
+
+    Returns
+    -------
+    loss : float (mean over samples, and over positions for language).
+    grads : dict with every key of ``params``, same shapes.
+    """
+    params, inputs, targets = check_batch_for(params, inputs, targets, cfg)
+    return loss_and_grads_unchecked(params, inputs, targets, cfg)
