@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import reference
 from .checks import check_batch_for, check_config, param_shapes
 from .reference import LN_EPS, GELU_C
 
@@ -158,15 +159,18 @@ def layer_norm(x, g, b):
 
 
 def layer_norm_backward(dy, cache):
-    r"""Twin of :func:`.reference.layer_norm_backward` on 2-D arrays, means as products."""
+    r"""Twin of :func:`.reference.layer_norm_backward` on 2-D arrays: the two feature means
+    are a matrix-vector product and a row-wise ``einsum`` (no temporaries), and the result is
+    built in the buffer of :math:`\bar{\hat x}`."""
     x_hat, inv_std, g = cache
-    w = np.full(dy.shape[1], 1.0 / dy.shape[1])
+    d = dy.shape[1]
     dg = np.einsum("nd,nd->d", dy, x_hat)
     db = dy.sum(axis=0)
-    dx_hat = dy * g
-    dx = x_hat * ((dx_hat * x_hat) @ w)[:, None]
-    np.subtract(dx_hat, dx, out=dx)
-    dx -= (dx_hat @ w)[:, None]
+    dx = dy * g                                                 # dx_hat, then dx in place
+    mean_dx_hat = dx @ np.full(d, 1.0 / d)
+    mean_prod = np.einsum("nd,nd->n", dx, x_hat) / d
+    dx -= x_hat * mean_prod[:, None]
+    dx -= mean_dx_hat[:, None]
     dx *= inv_std[:, None]
     return dx, dg, db
 
@@ -189,7 +193,9 @@ def _softmax_rows(scores, mask):
             scores[..., mask == 0] = -np.inf
         scores -= scores.max(axis=-1, keepdims=True)
         np.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
+    inv_sums = scores @ np.ones(n)                      # row sums as a product (short rows)
+    np.divide(1.0, inv_sums, out=inv_sums)
+    scores *= inv_sums[..., None]
     return scores
 
 
@@ -205,8 +211,8 @@ def attention(y, W_Q, W_K, W_V, W_O, B, causal):
     H, d, d_h = W_Q.shape
     n = y.shape[0] // B
     W_qkv = np.concatenate([W_Q / np.sqrt(d_h), W_K, W_V]).transpose(1, 0, 2).reshape(d, 3 * H * d_h)
-    qkv = (y @ W_qkv).reshape(B, n, 3, H, d_h).transpose(2, 0, 3, 1, 4)     # (3, B, H, n, d_h)
-    Q, K, V = qkv[0], qkv[1], qkv[2]
+    qkv = np.ascontiguousarray((y @ W_qkv).reshape(B, n, 3, H, d_h).transpose(2, 0, 3, 1, 4))
+    Q, K, V = qkv                                                          # (B, H, n, d_h) each
     A = _softmax_rows(Q @ K.swapaxes(-1, -2), causal_mask(n) if causal else None)  # (B, H, n, n)
     Z = (A @ V).transpose(0, 2, 1, 3).reshape(B * n, H * d_h)             # heads side by side
     W_o = W_O.transpose(0, 2, 1).reshape(H * d_h, d)                        # rows (h, e)
@@ -222,18 +228,64 @@ def attention_backward(dout, cache):
     _, H, n, d_h = Q.shape
     d = y.shape[1]
     dW_O = (Z.T @ dout).reshape(H, d_h, d).transpose(0, 2, 1)
-    dZ = (dout @ W_o.T).reshape(B, n, H, d_h).transpose(0, 2, 1, 3)       # (B, H, n, d_h)
-    dqkv = np.empty((B, n, 3, H, d_h))
-    dq, dk, dv = (dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # views (B, H, n, d_h)
-    dv[...] = A.swapaxes(-1, -2) @ dZ
+    dZ = np.ascontiguousarray((dout @ W_o.T).reshape(B, n, H, d_h).transpose(0, 2, 1, 3))
+    dqkv = np.empty((3, B, H, n, d_h))                                     # dQ, dK, dV
+    np.matmul(A.swapaxes(-1, -2), dZ, out=dqkv[2])
     dS = dZ @ V.swapaxes(-1, -2)                                           # dA, then dS in place
     dS -= np.einsum("bhqk,bhqk->bhq", dS, A)[..., None]
     dS *= A
-    dq[...] = dS @ K
-    dk[...] = dS.swapaxes(-1, -2) @ Q
-    dqkv = dqkv.reshape(B * n, 3 * H * d_h)
+    np.matmul(dS, K, out=dqkv[0])
+    np.matmul(dS.swapaxes(-1, -2), Q, out=dqkv[1])
+    dqkv = dqkv.transpose(1, 3, 0, 2, 4).reshape(B * n, 3 * H * d_h)
     dW = (y.T @ dqkv).reshape(d, 3, H, d_h).transpose(1, 2, 0, 3)          # (3, H, d, d_h)
     return dqkv @ W_qkv.T, dW[0] / np.sqrt(d_h), dW[1], dW[2], dW_O
+
+
+def class_token_attention(y, W_Q, W_K, W_V, W_O, B, causal):
+    r""":func:`attention` for the class token's query only, on ``y`` ``(B n, d)``.
+
+    In the last block of the vision model only the class token (position 0) is read by the
+    head, so only its row of every :math:`A^h` is needed: the keys and values of all tokens,
+    the query of token 0. Same equations as :func:`.reference.attention`, rows ``i = 0``.
+    Returns ``out`` ``(B, d)`` (the class token's attention output) and the cache.
+    """
+    H, d, d_h = W_Q.shape
+    n = y.shape[0] // B
+    W_q = (W_Q / np.sqrt(d_h)).transpose(1, 0, 2).reshape(d, H * d_h)
+    W_kv = np.concatenate([W_K, W_V]).transpose(1, 0, 2).reshape(d, 2 * H * d_h)
+    y0 = y.reshape(B, n, d)[:, 0]                                          # (B, d)
+    q = (y0 @ W_q).reshape(B, H, 1, d_h)
+    kv = np.ascontiguousarray((y @ W_kv).reshape(B, n, 2, H, d_h).transpose(2, 0, 3, 1, 4))
+    K, V = kv                                                              # (B, H, n, d_h)
+    A = _softmax_rows(q @ K.swapaxes(-1, -2), causal_mask(n)[:1] if causal else None)
+    Z = (A @ V).reshape(B, H * d_h)                                        # (B, H, 1, d_h)
+    W_o = W_O.transpose(0, 2, 1).reshape(H * d_h, d)
+    return Z @ W_o, (y, y0, W_q, W_kv, q, kv, A, Z, W_o, B)
+
+
+def class_token_attention_backward(dout, cache):
+    r"""Cotangents of :func:`class_token_attention` (``dout`` ``(B, d)``): the formulas of
+    :func:`.reference.attention_backward` for query row 0; :math:`\bar Y` gets the keys' and
+    values' terms at every token and the query's term at token 0."""
+    y, y0, W_q, W_kv, q, kv, A, Z, W_o, B = cache
+    K, V = kv
+    _, H, n, d_h = K.shape
+    d = y.shape[1]
+    dW_O = (Z.T @ dout).reshape(H, d_h, d).transpose(0, 2, 1)
+    dZ = (dout @ W_o.T).reshape(B, H, 1, d_h)
+    dkv = np.empty((2, B, H, n, d_h))                                      # dK, dV
+    np.matmul(A.swapaxes(-1, -2), dZ, out=dkv[1])
+    dS = dZ @ V.swapaxes(-1, -2)                                           # (B, H, 1, n)
+    dS -= np.einsum("bhqk,bhqk->bhq", dS, A)[..., None]
+    dS *= A
+    dq = (dS @ K).reshape(B, H * d_h)
+    np.matmul(dS.swapaxes(-1, -2), q, out=dkv[0])
+    dkv = dkv.transpose(1, 3, 0, 2, 4).reshape(B * n, 2 * H * d_h)
+    dW_kv = (y.T @ dkv).reshape(d, 2, H, d_h).transpose(1, 2, 0, 3)        # (2, H, d, d_h)
+    dW_Q = (y0.T @ dq).reshape(d, H, d_h).transpose(1, 0, 2) / np.sqrt(d_h)
+    dy = dkv @ W_kv.T
+    dy.reshape(B, n, d)[:, 0] += dq @ W_q.T
+    return dy, dW_Q, dW_kv[0], dW_kv[1], dW_O
 
 
 def causal_mask(n):
@@ -258,8 +310,7 @@ def mlp(y, W_1, b_1, W_2, b_2, activation):
         a *= 0.5
         act_cache = (u, t)
     else:
-        a = np.maximum(u, 0.0)
-        act_cache = (u > 0,)
+        a, act_cache = reference.relu(u)                        # the reference's (no gain)
     out = a @ W_2
     out += b_2
     return out, (y, a, act_cache, W_1, W_2, activation)
@@ -283,23 +334,8 @@ def mlp_backward(dout, cache):
         deriv *= 0.5
         du *= deriv
     else:
-        du *= act_cache[0]
+        du = reference.relu_backward(du, act_cache)
     return du @ W_1.T, y.T @ du, du.sum(axis=0), dW_2, db_2
-
-
-def cross_entropy(z, targets):
-    r"""Twin of :func:`.reference.cross_entropy` on 2-D logits ``(N, C)``, ``targets`` ``(N,)``;
-    the softmax is computed once and turned into the cotangent in place."""
-    N = z.shape[0]
-    rows = np.arange(N)
-    e = z - z.max(axis=1, keepdims=True)
-    picked = e[rows, targets]
-    np.exp(e, out=e)
-    total = e.sum(axis=1)
-    loss = float(np.mean(np.log(total) - picked))
-    e *= (1.0 / (N * total))[:, None]
-    e[rows, targets] -= 1.0 / N
-    return loss, e
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,16 +356,20 @@ def forward(params, inputs, cfg):
     blocks = []
     for layer in range(cfg.depth):
         p = f"layer{layer}."
+        W = [params[p + k] for k in ("W_Q", "W_K", "W_V", "W_O")]
         y1, ln1 = layer_norm(x, params[p + "ln1_g"], params[p + "ln1_b"])
-        a, att = attention(y1, params[p + "W_Q"], params[p + "W_K"], params[p + "W_V"],
-                           params[p + "W_O"], B, cfg.causal)
-        x = x + a
+        if cfg.task == "vision" and layer == cfg.depth - 1:    # only the class token is read
+            a, att = class_token_attention(y1, *W, B, cfg.causal)
+            x = x.reshape(B, n, d)[:, 0] + a                    # (B, d) from here on
+        else:
+            a, att = attention(y1, *W, B, cfg.causal)
+            x += a                                              # x is in no cache
         y2, ln2 = layer_norm(x, params[p + "ln2_g"], params[p + "ln2_b"])
         m, mc = mlp(y2, params[p + "W_1"], params[p + "b_1"], params[p + "W_2"],
                     params[p + "b_2"], cfg.activation)
-        x = x + m
+        x += m
         blocks.append((ln1, att, ln2, mc))
-    top = x.reshape(B, n, d)[:, 0] if cfg.task == "vision" else x
+    top = x                                                     # (B, d) or (B n, d)
     y, lnf = layer_norm(top, params["lnf_g"], params["lnf_b"])
     z = y @ params["head"]
     z += params["head_b"]
@@ -346,23 +386,25 @@ def backward(params, cache, dz, cfg):
     dz = dz.reshape(-1, dz.shape[-1])
     grads = {"head": y.T @ dz, "head_b": dz.sum(axis=0)}
     dtop, grads["lnf_g"], grads["lnf_b"] = layer_norm_backward(dz @ params["head"].T, lnf)
-    if cfg.task == "vision":
-        dx = np.zeros((B, n, d))
-        dx[:, 0] = dtop
-        dx = dx.reshape(B * n, d)
-    else:
-        dx = dtop
+    dx = dtop                                                   # (B, d) or (B n, d)
     for layer in reversed(range(cfg.depth)):
         p = f"layer{layer}."
         ln1, att, ln2, mc = blocks[layer]
         dy2, grads[p + "W_1"], grads[p + "b_1"], grads[p + "W_2"], grads[p + "b_2"] = \
             mlp_backward(dx, mc)
         dbranch, grads[p + "ln2_g"], grads[p + "ln2_b"] = layer_norm_backward(dy2, ln2)
-        dx = dx + dbranch
+        dbranch += dx
+        dx = dbranch
+        final = cfg.task == "vision" and layer == cfg.depth - 1
+        att_backward = class_token_attention_backward if final else attention_backward
         dy1, grads[p + "W_Q"], grads[p + "W_K"], grads[p + "W_V"], grads[p + "W_O"] = \
-            attention_backward(dx, att)
+            att_backward(dx, att)
         dbranch, grads[p + "ln1_g"], grads[p + "ln1_b"] = layer_norm_backward(dy1, ln1)
-        dx = dx + dbranch
+        if final:
+            dbranch.reshape(B, n, d)[:, 0] += dx
+        else:
+            dbranch += dx
+        dx = dbranch
     dx = dx.reshape(B, n, d)
     grads["pos"] = dx.sum(axis=0)
     if cfg.task == "vision":
@@ -386,7 +428,7 @@ def loss_and_grads_unchecked(params, inputs, targets, cfg):
     r"""Unchecked :func:`loss_and_grads` (inputs already validated): the mean cross-entropy
     :math:`L = \tfrac1N \sum_i (\log\sum_c e^{z_{ic}} - z_{i,y_i})` and every gradient."""
     z, cache = forward(params, inputs, cfg)
-    loss, dz = cross_entropy(z.reshape(-1, z.shape[-1]), targets.reshape(-1))
+    loss, dz = reference.cross_entropy(z, targets)             # the reference's (no gain)
     return loss, backward(params, cache, dz, cfg)
 
 
