@@ -199,6 +199,17 @@ def _softmax_rows(scores, mask):
     return scores
 
 
+#: entries of one block of attention scores (512 KB): small enough to stay in a core's cache
+#: through the softmax's passes
+_BLOCK = 65536
+
+
+def _chunks(B, per_sample):
+    """Slices of the batch axis holding about ``_BLOCK`` entries each."""
+    step = max(1, _BLOCK // per_sample)
+    return [slice(i, min(i + step, B)) for i in range(0, B, step)]
+
+
 def attention(y, W_Q, W_K, W_V, W_O, B, causal):
     r"""All heads of :func:`.reference.attention` at once, on ``y`` ``(B n, d)``.
 
@@ -213,8 +224,14 @@ def attention(y, W_Q, W_K, W_V, W_O, B, causal):
     W_qkv = np.concatenate([W_Q / np.sqrt(d_h), W_K, W_V]).transpose(1, 0, 2).reshape(d, 3 * H * d_h)
     qkv = np.ascontiguousarray((y @ W_qkv).reshape(B, n, 3, H, d_h).transpose(2, 0, 3, 1, 4))
     Q, K, V = qkv                                                          # (B, H, n, d_h) each
-    A = _softmax_rows(Q @ K.swapaxes(-1, -2), causal_mask(n) if causal else None)  # (B, H, n, n)
-    Z = (A @ V).transpose(0, 2, 1, 3).reshape(B * n, H * d_h)             # heads side by side
+    mask = causal_mask(n) if causal else None
+    A = np.empty((B, H, n, n))
+    Zh = np.empty((B, H, n, d_h))
+    for rows in _chunks(B, H * n * n):                          # score blocks that stay in cache
+        np.matmul(Q[rows], K[rows].swapaxes(-1, -2), out=A[rows])
+        _softmax_rows(A[rows], mask)
+        np.matmul(A[rows], V[rows], out=Zh[rows])
+    Z = Zh.transpose(0, 2, 1, 3).reshape(B * n, H * d_h)                  # heads side by side
     W_o = W_O.transpose(0, 2, 1).reshape(H * d_h, d)                        # rows (h, e)
     return Z @ W_o, (y, W_qkv, qkv, A, Z, W_o, B)
 
@@ -230,12 +247,14 @@ def attention_backward(dout, cache):
     dW_O = (Z.T @ dout).reshape(H, d_h, d).transpose(0, 2, 1)
     dZ = np.ascontiguousarray((dout @ W_o.T).reshape(B, n, H, d_h).transpose(0, 2, 1, 3))
     dqkv = np.empty((3, B, H, n, d_h))                                     # dQ, dK, dV
-    np.matmul(A.swapaxes(-1, -2), dZ, out=dqkv[2])
-    dS = dZ @ V.swapaxes(-1, -2)                                           # dA, then dS in place
-    dS -= np.einsum("bhqk,bhqk->bhq", dS, A)[..., None]
-    dS *= A
-    np.matmul(dS, K, out=dqkv[0])
-    np.matmul(dS.swapaxes(-1, -2), Q, out=dqkv[1])
+    for rows in _chunks(B, H * n * n):
+        A_r, dZ_r = A[rows], dZ[rows]
+        np.matmul(A_r.swapaxes(-1, -2), dZ_r, out=dqkv[2, rows])
+        dS = dZ_r @ V[rows].swapaxes(-1, -2)                               # dA, then dS in place
+        dS -= np.einsum("bhqk,bhqk->bhq", dS, A_r)[..., None]
+        dS *= A_r
+        np.matmul(dS, K[rows], out=dqkv[0, rows])
+        np.matmul(dS.swapaxes(-1, -2), Q[rows], out=dqkv[1, rows])
     dqkv = dqkv.transpose(1, 3, 0, 2, 4).reshape(B * n, 3 * H * d_h)
     dW = (y.T @ dqkv).reshape(d, 3, H, d_h).transpose(1, 2, 0, 3)          # (3, H, d, d_h)
     return dqkv @ W_qkv.T, dW[0] / np.sqrt(d_h), dW[1], dW[2], dW_O
@@ -293,46 +312,75 @@ def causal_mask(n):
     return np.tril(np.ones((n, n)))
 
 
-def mlp(y, W_1, b_1, W_2, b_2, activation):
-    r"""Twin of :func:`.reference.mlp` on ``(B n, d)``; the GELU is computed in place
-    (tanh form, as :func:`.reference.gelu`)."""
+#: rows of the MLP's hidden layer processed at once by the GELU (256 x 128 floats = 256 KB),
+#: so that its dozen elementwise passes run in cache
+_GELU_ROWS = 256
+
+
+def _gelu_and_derivative(u, want_derivative):
+    r"""GELU (tanh form) of ``u`` ``(N, m)`` and, if asked, its derivative, in row blocks.
+
+    Twin of :func:`.reference.gelu` and :func:`.reference.gelu_backward`; the derivative
+    :math:`\tfrac12(1 + t) + \tfrac12 u (1 - t^2) c (1 + 3 \cdot 0.044715 u^2)` is formed in the
+    forward pass while :math:`u` and :math:`t` are in cache, so the backward is one product.
+    """
+    a = np.empty_like(u)
+    deriv = np.empty_like(u) if want_derivative else None
+    rows = min(_GELU_ROWS, u.shape[0])
+    t_buf, s_buf = np.empty((rows, u.shape[1])), np.empty((rows, u.shape[1]))
+    for i in range(0, u.shape[0], rows):
+        uc = u[i:i + rows]
+        t, s, ac = t_buf[:len(uc)], s_buf[:len(uc)], a[i:i + rows]
+        np.multiply(uc, uc, out=s)                              # u^2
+        np.multiply(s, 0.044715, out=t)
+        t += 1.0
+        t *= uc
+        t *= GELU_C
+        np.tanh(t, out=t)                                       # t = tanh(c (u + k u^3))
+        np.add(t, 1.0, out=ac)
+        ac *= uc
+        ac *= 0.5                                               # gelu = u (1 + t) / 2
+        if want_derivative:
+            dc = deriv[i:i + rows]
+            s *= 3 * 0.044715
+            s += 1.0
+            s *= uc
+            s *= 0.5 * GELU_C                                   # c u (1 + 3 k u^2) / 2
+            np.multiply(t, t, out=dc)
+            np.subtract(1.0, dc, out=dc)
+            dc *= s
+            t += 1.0
+            t *= 0.5
+            dc += t
+    return a, deriv
+
+
+def mlp(y, W_1, b_1, W_2, b_2, activation, want_backward=True):
+    r"""Twin of :func:`.reference.mlp` on ``(B n, d)``. The GELU and its derivative come from
+    :func:`_gelu_and_derivative` (in cache-sized row blocks); ``want_backward=False`` (logits
+    only) skips the derivative. ReLU is the reference's (no gain to be had)."""
     u = y @ W_1
     u += b_1
     if activation == "gelu":
-        t = u * u
-        t *= 0.044715
-        t += 1.0
-        t *= u
-        t *= GELU_C
-        np.tanh(t, out=t)
-        a = t + 1.0
-        a *= u
-        a *= 0.5
-        act_cache = (u, t)
+        a, deriv = _gelu_and_derivative(u, want_backward)
+        act_cache = (deriv,)
     else:
-        a, act_cache = reference.relu(u)                        # the reference's (no gain)
+        a, act_cache = reference.relu(u)
     out = a @ W_2
     out += b_2
     return out, (y, a, act_cache, W_1, W_2, activation)
 
 
 def mlp_backward(dout, cache):
-    r"""Twin of :func:`.reference.mlp_backward` on ``(B n, .)`` matrices."""
+    r"""Twin of :func:`.reference.mlp_backward` on ``(B n, .)`` matrices; the activation's
+    derivative was cached by :func:`mlp`, so :math:`\bar u = \phi'(u) \odot \bar{\mathrm{out}} W_2^\top`
+    is one product and one multiplication."""
     y, a, act_cache, W_1, W_2, activation = cache
     dW_2 = a.T @ dout
     db_2 = dout.sum(axis=0)
     du = dout @ W_2.T
     if activation == "gelu":
-        u, t = act_cache
-        deriv = u * u
-        deriv *= 3 * 0.044715
-        deriv += 1.0
-        deriv *= u
-        deriv *= 1.0 - t * t
-        deriv *= GELU_C
-        deriv += 1.0 + t
-        deriv *= 0.5
-        du *= deriv
+        du *= act_cache[0]
     else:
         du = reference.relu_backward(du, act_cache)
     return du @ W_1.T, y.T @ du, du.sum(axis=0), dW_2, db_2
@@ -341,9 +389,10 @@ def mlp_backward(dout, cache):
 # --------------------------------------------------------------------------------------------
 # The network
 # --------------------------------------------------------------------------------------------
-def forward(params, inputs, cfg):
+def forward(params, inputs, cfg, want_backward=True):
     r"""Twin of :func:`.reference.forward`: logits ``(B, n_out)`` (vision) or
-    ``(B, n, n_out)`` (language), and the cache."""
+    ``(B, n, n_out)`` (language), and the cache (``want_backward=False``: logits only, the
+    cache cannot be passed to :func:`backward`)."""
     B, n, d = inputs.shape[0], cfg.n_tokens, cfg.d
     if cfg.task == "vision":
         x = np.empty((B, n, d))
@@ -366,7 +415,7 @@ def forward(params, inputs, cfg):
             x += a                                              # x is in no cache
         y2, ln2 = layer_norm(x, params[p + "ln2_g"], params[p + "ln2_b"])
         m, mc = mlp(y2, params[p + "W_1"], params[p + "b_1"], params[p + "W_2"],
-                    params[p + "b_2"], cfg.activation)
+                    params[p + "b_2"], cfg.activation, want_backward)
         x += m
         blocks.append((ln1, att, ln2, mc))
     top = x                                                     # (B, d) or (B n, d)
@@ -421,7 +470,7 @@ def logits(params, inputs, cfg):
     r"""Logits of the network (checked): vision ``(B, n_out)`` from the final LayerNorm of the
     class token; language ``(B, n_tokens, n_out)``. Equations: :func:`.reference.forward`."""
     params, inputs, _ = check_batch_for(params, inputs, None, cfg)
-    return forward(params, inputs, cfg)[0]
+    return forward(params, inputs, cfg, want_backward=False)[0]
 
 
 def loss_and_grads_unchecked(params, inputs, targets, cfg):
