@@ -10,25 +10,34 @@ the trick, and the gain measured at the demo size.
 
 Parameters (float64 arrays; ``H`` heads of width ``d_h``, ``m = d_mlp``):
 
-========================  ======================  ==========================================
-key                       shape                   role
-========================  ======================  ==========================================
-``embed``                 ``(n_in, d)``           patch embedding (vision) / token embedding
-``cls``                   ``(d,)``                class token (vision only)
-``pos``                   ``(n_tokens, d)``       learned positional embedding
-``layer{l}.ln1_g, ln1_b`` ``(d,)``                LayerNorm before attention
-``layer{l}.W_Q, W_K``     ``(H, d, d_h)``         :math:`W_Q^h, W_K^h`
-``layer{l}.W_V, W_O``     ``(H, d, d_h)``         :math:`W_V^h, W_O^h`
-``layer{l}.ln2_g, ln2_b`` ``(d,)``                LayerNorm before the MLP
-``layer{l}.W_1, b_1``     ``(d, m), (m,)``        MLP first layer
-``layer{l}.W_2, b_2``     ``(m, d), (d,)``        MLP second layer
-``lnf_g, lnf_b``          ``(d,)``                final LayerNorm
-``head, head_b``          ``(d, n_out), (n_out,)`` classification / next-token head
-========================  ======================  ==========================================
+========================  ========================  ==========================================
+key                       shape                     role
+========================  ========================  ==========================================
+``embed``                 ``(n_in, d)``             patch embedding (vision) / token embedding
+``cls``                   ``(d,)``                  class token (vision only)
+``pos``                   ``(n_tokens, d)``         learned positional embedding
+``layer{l}.ln1_g, ln1_b`` ``(d,)``                  LayerNorm before attention
+``layer{l}.W_Q, W_K``     ``(H, d, d_h)``           :math:`W_Q^h, W_K^h`
+``layer{l}.W_V, W_O``     ``(H, d, d_h)``           :math:`W_V^h, W_O^h`
+``layer{l}.ln2_g, ln2_b`` ``(d,)``                  LayerNorm before the MLP
+``layer{l}.W_1, b_1``     ``(d, m), (m,)``          MLP first layer
+``layer{l}.W_2, b_2``     ``(m, d), (d,)``          MLP second layer
+``lnf_g, lnf_b``          ``(d,)``                  final LayerNorm
+``head, head_b``          ``(d, n_out), (n_out,)``  classification / next-token head
+========================  ========================  ==========================================
 
 **Layout.** The residual stream is kept as one ``(B n, d)`` matrix, so every per-token linear map
 (Q/K/V of all heads at once, the output map of all heads at once, the MLP, the head) is a single
-large product; only the ``(n, n)`` score and mixing products are stacked per (sample, head).
+large product; only the ``(n, n)`` score and mixing products are stacked per (sample, head). In
+the vision model the last block is computed for the class token only (the only row the head
+reads). LayerNorm's backward, ReLU and the cross-entropy are the reference's: a fast twin of
+them gained less than 1.5x.
+
+Measured (CPU time, one BLAS thread, a shared and loaded machine: +-15%): one
+:func:`loss_and_grads` at the demo sizes (vision B = 128, n = 17, patches of 4 pixels;
+language B = 32, n = 64, 100 symbols; d = 64, 4 heads of 16, 4 layers, MLP 128) takes
+86-90 ms (vision) and 130-135 ms (language) here, against 780-875 ms and 700-760 ms for
+:mod:`.reference`: 9.7x and 5.6x.
 """
 from __future__ import annotations
 
@@ -147,32 +156,23 @@ def init_params(rng: np.random.Generator, cfg: TransformerConfig, scale: float =
 # --------------------------------------------------------------------------------------------
 def layer_norm(x, g, b):
     r"""LayerNorm over the last axis of a 2-D ``x`` ``(N, d)``; twin of
-    :func:`.reference.layer_norm`. Trick: the row means are matrix-vector products
-    (``x @ 1/d``; NumPy reduces short rows slowly), and the centred array is reused."""
+    :func:`.reference.layer_norm`, with the same cache (its backward is the reference's
+    :func:`.reference.layer_norm_backward`: a fast twin of it gained only 1.4x).
+
+    Trick: the row means are matrix-vector products (``x @ 1/d``; NumPy reduces short rows
+    slowly), and the centred array is reused. Measured gain 1.5x (B n = 2176) to 1.7x
+    (B n = 2048), d = 64 (CPU time, one thread).
+    """
     w = np.full(x.shape[1], 1.0 / x.shape[1])
     xc = x - (x @ w)[:, None]
-    inv_std = 1.0 / np.sqrt((xc * xc) @ w + LN_EPS)
-    xc *= inv_std[:, None]                                      # x_hat
+    inv_std = 1.0 / np.sqrt((xc * xc) @ w + LN_EPS)[:, None]
+    xc *= inv_std                                               # x_hat
     y = xc * g
     y += b
     return y, (xc, inv_std, g)
 
 
-def layer_norm_backward(dy, cache):
-    r"""Twin of :func:`.reference.layer_norm_backward` on 2-D arrays: the two feature means
-    are a matrix-vector product and a row-wise ``einsum`` (no temporaries), and the result is
-    built in the buffer of :math:`\bar{\hat x}`."""
-    x_hat, inv_std, g = cache
-    d = dy.shape[1]
-    dg = np.einsum("nd,nd->d", dy, x_hat)
-    db = dy.sum(axis=0)
-    dx = dy * g                                                 # dx_hat, then dx in place
-    mean_dx_hat = dx @ np.full(d, 1.0 / d)
-    mean_prod = np.einsum("nd,nd->n", dx, x_hat) / d
-    dx -= x_hat * mean_prod[:, None]
-    dx -= mean_dx_hat[:, None]
-    dx *= inv_std[:, None]
-    return dx, dg, db
+layer_norm_backward = reference.layer_norm_backward
 
 
 def _softmax_rows(scores, mask):
@@ -216,7 +216,10 @@ def attention(y, W_Q, W_K, W_V, W_O, B, causal):
     Trick: the three projections of all heads are one product with the stacked
     ``(d, 3 H d_h)`` matrix :math:`[W_Q/\sqrt{d_h}, W_K, W_V]` (the scale folded into
     :math:`W_Q`), the output maps of all heads one product with the ``(H d_h, d)`` matrix of
-    the :math:`W_O^{h\top}`; the scores and the mixing :math:`A V` are stacked per (sample, head).
+    the :math:`W_O^{h\top}`; the scores and the mixing :math:`A V` are stacked per (sample, head)
+    and run in batch blocks of :data:`_BLOCK` scores (they stay in cache through the softmax).
+    Measured gain over the reference's einsums: 9.6x (B = 128, n = 17) and 7.8x (B = 32,
+    n = 64, causal), d = 64, 4 heads of 16 (CPU time, one thread).
     Returns ``out`` ``(B n, d)`` and the cache.
     """
     H, d, d_h = W_Q.shape
@@ -239,7 +242,8 @@ def attention(y, W_Q, W_K, W_V, W_O, B, causal):
 def attention_backward(dout, cache):
     r"""Twin of :func:`.reference.attention_backward`, with the stacked matrices of
     :func:`attention`: :math:`\bar W_{qkv} = Y^\top [\bar Q, \bar K, \bar V]` and
-    :math:`\bar Y = [\bar Q, \bar K, \bar V] W_{qkv}^\top` are one product each."""
+    :math:`\bar Y = [\bar Q, \bar K, \bar V] W_{qkv}^\top` are one product each. Measured gain
+    12x (B = 128, n = 17) and 9.5x (B = 32, n = 64), sizes as :func:`attention`."""
     y, W_qkv, qkv, A, Z, W_o, B = cache
     Q, K, V = qkv[0], qkv[1], qkv[2]
     _, H, n, d_h = Q.shape
@@ -267,6 +271,9 @@ def class_token_attention(y, W_Q, W_K, W_V, W_O, B, causal):
     head, so only its row of every :math:`A^h` is needed: the keys and values of all tokens,
     the query of token 0. Same equations as :func:`.reference.attention`, rows ``i = 0``.
     Returns ``out`` ``(B, d)`` (the class token's attention output) and the cache.
+    Measured, forward and backward together, against the reference's full attention that the
+    last block would otherwise need: 26x (B = 128, n = 17); it cuts the whole vision step by
+    about a fifth.
     """
     H, d, d_h = W_Q.shape
     n = y.shape[0] // B
@@ -323,6 +330,8 @@ def _gelu_and_derivative(u, want_derivative):
     Twin of :func:`.reference.gelu` and :func:`.reference.gelu_backward`; the derivative
     :math:`\tfrac12(1 + t) + \tfrac12 u (1 - t^2) c (1 + 3 \cdot 0.044715 u^2)` is formed in the
     forward pass while :math:`u` and :math:`t` are in cache, so the backward is one product.
+    Measured gain over :func:`.reference.gelu` + :func:`.reference.gelu_backward` (whose
+    ``u ** 3`` is a slow ``pow``): 19-22x on ``(2048-2176, 128)``.
     """
     a = np.empty_like(u)
     deriv = np.empty_like(u) if want_derivative else None
@@ -358,7 +367,9 @@ def _gelu_and_derivative(u, want_derivative):
 def mlp(y, W_1, b_1, W_2, b_2, activation, want_backward=True):
     r"""Twin of :func:`.reference.mlp` on ``(B n, d)``. The GELU and its derivative come from
     :func:`_gelu_and_derivative` (in cache-sized row blocks); ``want_backward=False`` (logits
-    only) skips the derivative. ReLU is the reference's (no gain to be had)."""
+    only) skips the derivative. ReLU is the reference's (no gain to be had). Measured gain
+    (GELU): 4.4-5.7x forward, 3.9-4.0x backward at B n = 2048-2176, d = 64, m = 128; ReLU
+    forward 1.07x (the same operations, on 2-D matrices), backward 3.0-3.3x."""
     u = y @ W_1
     u += b_1
     if activation == "gelu":
@@ -429,7 +440,8 @@ def forward(params, inputs, cfg, want_backward=True):
 
 def backward(params, cache, dz, cfg):
     r"""Twin of :func:`.reference.backward`; the token-embedding gradient accumulates repeated
-    ids with one ``np.bincount`` over (id, feature) pairs instead of ``np.add.at``."""
+    ids with one ``np.bincount`` over (id, feature) pairs instead of ``np.add.at`` (3.8x at
+    B n = 2048, d = 64, 100 symbols)."""
     inputs, blocks, lnf, y, B = cache
     n, d = cfg.n_tokens, cfg.d
     dz = dz.reshape(-1, dz.shape[-1])
