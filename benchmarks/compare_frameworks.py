@@ -2,7 +2,7 @@
 
 Not part of the package and not a dependency: run it where torch and/or jax are importable,
 
-    python benchmarks/compare_frameworks.py [--repeats 5] [--out compare.json]
+    python benchmarks/compare_frameworks.py [--repeats 5] [--out compare.json] [--only pre-LN]
 
 Each model is written once more in the framework (forward only; the framework differentiates
 it), at the papers' default sizes, in float64 on the CPU. The same inputs go to all three, the
@@ -92,6 +92,65 @@ def problems():
         lambda: sb_model.loss_and_grads_unchecked(pb, xs[None], k[None], xo[None]),
         dict(pb, k=k, onehot_x=onehot_x, onehot_o=onehot_o), sb_loss, ["V", "A"],
         lambda: float(sb_model.loss_and_grads_unchecked(pb, xs[None], k[None], xo[None])[0][0]))
+    out.update(transformer_problems())
+    return out
+
+
+def transformer_problems():
+    """The transformer of arXiv 2306.07042 v2, Sec. 5, at the demo sizes, against an idiomatic
+    PyTorch model (``F.layer_norm``, ``F.scaled_dot_product_attention``, ``F.gelu(tanh)``,
+    ``F.cross_entropy``); torch only (the 6th entry names the frameworks).
+
+    The NumPy vision model computes its last block for the class token only (the only row the
+    head reads); the row "torch: class token only" gives PyTorch the same saving, the plain
+    vision row runs PyTorch over every token as a standard ViT does.
+    """
+    from minitheory.transformer import model as tr
+
+    out = {}
+    cases = {"vision": (dict(task="vision", n_tokens=17, n_in=4, n_out=10), 128, False),
+             "vision, torch: class token only": (dict(task="vision", n_tokens=17, n_in=4,
+                                                      n_out=10), 128, True),
+             "language": (dict(task="language", n_tokens=64, n_in=100, n_out=100), 32, False)}
+    for task, (kw, B, prune) in cases.items():
+        cfg = tr.TransformerConfig(**kw)
+        rng = np.random.default_rng(0)
+        params = tr.init_params(rng, cfg)
+        if cfg.task == "vision":
+            inputs = rng.standard_normal((B, cfg.n_tokens - 1, cfg.n_in))
+            targets = rng.integers(0, cfg.n_out, B)
+        else:
+            inputs = rng.integers(0, cfg.n_in, (B, cfg.n_tokens))
+            targets = rng.integers(0, cfg.n_out, (B, cfg.n_tokens))
+
+        def torch_loss(xp, smax, a, cfg=cfg, prune=prune):
+            F = xp.nn.functional
+            d = cfg.d
+            x_in, y = a["inputs"], a["targets"]
+            if cfg.task == "vision":
+                cls = a["cls"].expand(x_in.shape[0], 1, d)
+                x = xp.cat([cls, x_in @ a["embed"]], dim=1) + a["pos"]
+            else:
+                x = a["embed"][x_in] + a["pos"]
+            for layer in range(cfg.depth):
+                p = lambda k: a[f"layer{layer}.{k}"]  # noqa: E731
+                h = F.layer_norm(x, (d,), p("ln1_g"), p("ln1_b"), eps=1e-5)
+                W_qkv = xp.cat([p("W_Q"), p("W_K"), p("W_V")], dim=0)          # (3H, d, d_h)
+                q, k, v = xp.einsum("bnd,hde->bhne", h, W_qkv).chunk(3, dim=1)
+                if prune and layer == cfg.depth - 1:                           # class token
+                    q, x = q[:, :, :1], x[:, :1]
+                att = F.scaled_dot_product_attention(q, k, v, is_causal=cfg.causal)
+                x = x + xp.einsum("bhne,hde->bnd", att, p("W_O"))
+                h = F.layer_norm(x, (d,), p("ln2_g"), p("ln2_b"), eps=1e-5)
+                x = x + F.gelu(h @ p("W_1") + p("b_1"), approximate="tanh") @ p("W_2") + p("b_2")
+            top = x[:, 0] if cfg.task == "vision" else x
+            z = F.layer_norm(top, (d,), a["lnf_g"], a["lnf_b"], eps=1e-5) @ a["head"] + a["head_b"]
+            return F.cross_entropy(z.reshape(-1, cfg.n_out), y.reshape(-1))
+
+        fn = (lambda p=params, x=inputs, y=targets, c=cfg: tr.loss_and_grads_unchecked(p, x, y, c))
+        out[f"pre-LN transformer, {task} (B={B}, n={cfg.n_tokens}, d=64, 4 layers)"] = (
+            fn, dict(params, inputs=inputs, targets=targets), torch_loss, list(params),
+            lambda fn=fn: float(fn()[0]), ("torch",))
     return out
 
 
@@ -130,6 +189,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--only", default="", help="run only the models whose name contains this")
     args = parser.parse_args(argv)
     tune_allocator()
     runners = {}
@@ -140,9 +200,13 @@ def main(argv=None) -> int:
         except ImportError:
             print(f"{name} is not importable: skipped", file=sys.stderr)
     rows, results = [], []
-    for name, (np_fn, arrays, loss, wrt, np_value) in problems().items():
+    for name, (np_fn, arrays, loss, wrt, np_value, *only) in problems().items():
+        if args.only not in name:
+            continue
         entry = {"model": name, "us_numpy": 1e6 * timeit(np_fn, args.repeats)}
         for fw, make in runners.items():
+            if only and fw not in only[0]:
+                continue
             call, value = make(loss, arrays, wrt)
             v_np, v_fw = np_value(), value()
             if not np.isclose(v_np, v_fw, rtol=1e-9, atol=1e-12):
@@ -151,8 +215,8 @@ def main(argv=None) -> int:
             entry[f"{fw}_over_numpy"] = entry[f"us_{fw}"] / entry["us_numpy"]
         results.append(entry)
         rows.append([name, f"{entry['us_numpy']:,.0f}"] +
-                    [f"{entry.get(f'us_{fw}', float('nan')):,.0f} ({entry.get(f'{fw}_over_numpy', float('nan')):.2f}x)"
-                     for fw in runners])
+                    [f"{entry[f'us_{fw}']:,.0f} ({entry[f'{fw}_over_numpy']:.2f}x)"
+                     if f"us_{fw}" in entry else "-" for fw in runners])
         print(f"  {name} done", file=sys.stderr)
     print(format_table(["model", "NumPy us"] + [f"{fw} us (ratio)" for fw in runners], rows))
     if args.out:

@@ -10,25 +10,34 @@ the trick, and the gain measured at the demo size.
 
 Parameters (float64 arrays; ``H`` heads of width ``d_h``, ``m = d_mlp``):
 
-========================  ======================  ==========================================
-key                       shape                   role
-========================  ======================  ==========================================
-``embed``                 ``(n_in, d)``           patch embedding (vision) / token embedding
-``cls``                   ``(d,)``                class token (vision only)
-``pos``                   ``(n_tokens, d)``       learned positional embedding
-``layer{l}.ln1_g, ln1_b`` ``(d,)``                LayerNorm before attention
-``layer{l}.W_Q, W_K``     ``(H, d, d_h)``         :math:`W_Q^h, W_K^h`
-``layer{l}.W_V, W_O``     ``(H, d, d_h)``         :math:`W_V^h, W_O^h`
-``layer{l}.ln2_g, ln2_b`` ``(d,)``                LayerNorm before the MLP
-``layer{l}.W_1, b_1``     ``(d, m), (m,)``        MLP first layer
-``layer{l}.W_2, b_2``     ``(m, d), (d,)``        MLP second layer
-``lnf_g, lnf_b``          ``(d,)``                final LayerNorm
-``head, head_b``          ``(d, n_out), (n_out,)`` classification / next-token head
-========================  ======================  ==========================================
+========================  ========================  ==========================================
+key                       shape                     role
+========================  ========================  ==========================================
+``embed``                 ``(n_in, d)``             patch embedding (vision) / token embedding
+``cls``                   ``(d,)``                  class token (vision only)
+``pos``                   ``(n_tokens, d)``         learned positional embedding
+``layer{l}.ln1_g, ln1_b`` ``(d,)``                  LayerNorm before attention
+``layer{l}.W_Q, W_K``     ``(H, d, d_h)``           :math:`W_Q^h, W_K^h`
+``layer{l}.W_V, W_O``     ``(H, d, d_h)``           :math:`W_V^h, W_O^h`
+``layer{l}.ln2_g, ln2_b`` ``(d,)``                  LayerNorm before the MLP
+``layer{l}.W_1, b_1``     ``(d, m), (m,)``          MLP first layer
+``layer{l}.W_2, b_2``     ``(m, d), (d,)``          MLP second layer
+``lnf_g, lnf_b``          ``(d,)``                  final LayerNorm
+``head, head_b``          ``(d, n_out), (n_out,)``  classification / next-token head
+========================  ========================  ==========================================
 
 **Layout.** The residual stream is kept as one ``(B n, d)`` matrix, so every per-token linear map
 (Q/K/V of all heads at once, the output map of all heads at once, the MLP, the head) is a single
-large product; only the ``(n, n)`` score and mixing products are stacked per (sample, head).
+large product; only the ``(n, n)`` score and mixing products are stacked per (sample, head). In
+the vision model the last block is computed for the class token only (the only row the head
+reads). LayerNorm's backward, ReLU and the cross-entropy are the reference's: a fast twin of
+them gained less than 1.5x.
+
+Measured (CPU time, one BLAS thread, a shared and loaded machine: +-15%): one
+:func:`loss_and_grads` at the demo sizes (vision B = 128, n = 17, patches of 4 pixels;
+language B = 32, n = 64, 100 symbols; d = 64, 4 heads of 16, 4 layers, MLP 128) takes
+86-90 ms (vision) and 130-135 ms (language) here, against 780-875 ms and 700-760 ms for
+:mod:`.reference`: 9.7x and 5.6x.
 """
 from __future__ import annotations
 
@@ -36,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import reference
 from .checks import check_batch_for, check_config, param_shapes
 from .reference import LN_EPS, GELU_C
 
@@ -146,29 +156,23 @@ def init_params(rng: np.random.Generator, cfg: TransformerConfig, scale: float =
 # --------------------------------------------------------------------------------------------
 def layer_norm(x, g, b):
     r"""LayerNorm over the last axis of a 2-D ``x`` ``(N, d)``; twin of
-    :func:`.reference.layer_norm`. Trick: the row means are matrix-vector products
-    (``x @ 1/d``; NumPy reduces short rows slowly), and the centred array is reused."""
+    :func:`.reference.layer_norm`, with the same cache (its backward is the reference's
+    :func:`.reference.layer_norm_backward`: a fast twin of it gained only 1.4x).
+
+    Trick: the row means are matrix-vector products (``x @ 1/d``; NumPy reduces short rows
+    slowly), and the centred array is reused. Measured gain 1.5x (B n = 2176) to 1.7x
+    (B n = 2048), d = 64 (CPU time, one thread).
+    """
     w = np.full(x.shape[1], 1.0 / x.shape[1])
     xc = x - (x @ w)[:, None]
-    inv_std = 1.0 / np.sqrt((xc * xc) @ w + LN_EPS)
-    xc *= inv_std[:, None]                                      # x_hat
+    inv_std = 1.0 / np.sqrt((xc * xc) @ w + LN_EPS)[:, None]
+    xc *= inv_std                                               # x_hat
     y = xc * g
     y += b
     return y, (xc, inv_std, g)
 
 
-def layer_norm_backward(dy, cache):
-    r"""Twin of :func:`.reference.layer_norm_backward` on 2-D arrays, means as products."""
-    x_hat, inv_std, g = cache
-    w = np.full(dy.shape[1], 1.0 / dy.shape[1])
-    dg = np.einsum("nd,nd->d", dy, x_hat)
-    db = dy.sum(axis=0)
-    dx_hat = dy * g
-    dx = x_hat * ((dx_hat * x_hat) @ w)[:, None]
-    np.subtract(dx_hat, dx, out=dx)
-    dx -= (dx_hat @ w)[:, None]
-    dx *= inv_std[:, None]
-    return dx, dg, db
+layer_norm_backward = reference.layer_norm_backward
 
 
 def _softmax_rows(scores, mask):
@@ -189,8 +193,21 @@ def _softmax_rows(scores, mask):
             scores[..., mask == 0] = -np.inf
         scores -= scores.max(axis=-1, keepdims=True)
         np.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
+    inv_sums = scores @ np.ones(n)                      # row sums as a product (short rows)
+    np.divide(1.0, inv_sums, out=inv_sums)
+    scores *= inv_sums[..., None]
     return scores
+
+
+#: entries of one block of attention scores (512 KB): small enough to stay in a core's cache
+#: through the softmax's passes
+_BLOCK = 65536
+
+
+def _chunks(B, per_sample):
+    """Slices of the batch axis holding about ``_BLOCK`` entries each."""
+    step = max(1, _BLOCK // per_sample)
+    return [slice(i, min(i + step, B)) for i in range(0, B, step)]
 
 
 def attention(y, W_Q, W_K, W_V, W_O, B, causal):
@@ -199,16 +216,25 @@ def attention(y, W_Q, W_K, W_V, W_O, B, causal):
     Trick: the three projections of all heads are one product with the stacked
     ``(d, 3 H d_h)`` matrix :math:`[W_Q/\sqrt{d_h}, W_K, W_V]` (the scale folded into
     :math:`W_Q`), the output maps of all heads one product with the ``(H d_h, d)`` matrix of
-    the :math:`W_O^{h\top}`; the scores and the mixing :math:`A V` are stacked per (sample, head).
+    the :math:`W_O^{h\top}`; the scores and the mixing :math:`A V` are stacked per (sample, head)
+    and run in batch blocks of :data:`_BLOCK` scores (they stay in cache through the softmax).
+    Measured gain over the reference's einsums: 9.6x (B = 128, n = 17) and 7.8x (B = 32,
+    n = 64, causal), d = 64, 4 heads of 16 (CPU time, one thread).
     Returns ``out`` ``(B n, d)`` and the cache.
     """
     H, d, d_h = W_Q.shape
     n = y.shape[0] // B
     W_qkv = np.concatenate([W_Q / np.sqrt(d_h), W_K, W_V]).transpose(1, 0, 2).reshape(d, 3 * H * d_h)
-    qkv = (y @ W_qkv).reshape(B, n, 3, H, d_h).transpose(2, 0, 3, 1, 4)     # (3, B, H, n, d_h)
-    Q, K, V = qkv[0], qkv[1], qkv[2]
-    A = _softmax_rows(Q @ K.swapaxes(-1, -2), causal_mask(n) if causal else None)  # (B, H, n, n)
-    Z = (A @ V).transpose(0, 2, 1, 3).reshape(B * n, H * d_h)             # heads side by side
+    qkv = np.ascontiguousarray((y @ W_qkv).reshape(B, n, 3, H, d_h).transpose(2, 0, 3, 1, 4))
+    Q, K, V = qkv                                                          # (B, H, n, d_h) each
+    mask = causal_mask(n) if causal else None
+    A = np.empty((B, H, n, n))
+    Zh = np.empty((B, H, n, d_h))
+    for rows in _chunks(B, H * n * n):                          # score blocks that stay in cache
+        np.matmul(Q[rows], K[rows].swapaxes(-1, -2), out=A[rows])
+        _softmax_rows(A[rows], mask)
+        np.matmul(A[rows], V[rows], out=Zh[rows])
+    Z = Zh.transpose(0, 2, 1, 3).reshape(B * n, H * d_h)                  # heads side by side
     W_o = W_O.transpose(0, 2, 1).reshape(H * d_h, d)                        # rows (h, e)
     return Z @ W_o, (y, W_qkv, qkv, A, Z, W_o, B)
 
@@ -216,24 +242,76 @@ def attention(y, W_Q, W_K, W_V, W_O, B, causal):
 def attention_backward(dout, cache):
     r"""Twin of :func:`.reference.attention_backward`, with the stacked matrices of
     :func:`attention`: :math:`\bar W_{qkv} = Y^\top [\bar Q, \bar K, \bar V]` and
-    :math:`\bar Y = [\bar Q, \bar K, \bar V] W_{qkv}^\top` are one product each."""
+    :math:`\bar Y = [\bar Q, \bar K, \bar V] W_{qkv}^\top` are one product each. Measured gain
+    12x (B = 128, n = 17) and 9.5x (B = 32, n = 64), sizes as :func:`attention`."""
     y, W_qkv, qkv, A, Z, W_o, B = cache
     Q, K, V = qkv[0], qkv[1], qkv[2]
     _, H, n, d_h = Q.shape
     d = y.shape[1]
     dW_O = (Z.T @ dout).reshape(H, d_h, d).transpose(0, 2, 1)
-    dZ = (dout @ W_o.T).reshape(B, n, H, d_h).transpose(0, 2, 1, 3)       # (B, H, n, d_h)
-    dqkv = np.empty((B, n, 3, H, d_h))
-    dq, dk, dv = (dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # views (B, H, n, d_h)
-    dv[...] = A.swapaxes(-1, -2) @ dZ
-    dS = dZ @ V.swapaxes(-1, -2)                                           # dA, then dS in place
-    dS -= np.einsum("bhqk,bhqk->bhq", dS, A)[..., None]
-    dS *= A
-    dq[...] = dS @ K
-    dk[...] = dS.swapaxes(-1, -2) @ Q
-    dqkv = dqkv.reshape(B * n, 3 * H * d_h)
+    dZ = np.ascontiguousarray((dout @ W_o.T).reshape(B, n, H, d_h).transpose(0, 2, 1, 3))
+    dqkv = np.empty((3, B, H, n, d_h))                                     # dQ, dK, dV
+    for rows in _chunks(B, H * n * n):
+        A_r, dZ_r = A[rows], dZ[rows]
+        np.matmul(A_r.swapaxes(-1, -2), dZ_r, out=dqkv[2, rows])
+        dS = dZ_r @ V[rows].swapaxes(-1, -2)                               # dA, then dS in place
+        dS -= np.einsum("bhqk,bhqk->bhq", dS, A_r)[..., None]
+        dS *= A_r
+        np.matmul(dS, K[rows], out=dqkv[0, rows])
+        np.matmul(dS.swapaxes(-1, -2), Q[rows], out=dqkv[1, rows])
+    dqkv = dqkv.transpose(1, 3, 0, 2, 4).reshape(B * n, 3 * H * d_h)
     dW = (y.T @ dqkv).reshape(d, 3, H, d_h).transpose(1, 2, 0, 3)          # (3, H, d, d_h)
     return dqkv @ W_qkv.T, dW[0] / np.sqrt(d_h), dW[1], dW[2], dW_O
+
+
+def class_token_attention(y, W_Q, W_K, W_V, W_O, B, causal):
+    r""":func:`attention` for the class token's query only, on ``y`` ``(B n, d)``.
+
+    In the last block of the vision model only the class token (position 0) is read by the
+    head, so only its row of every :math:`A^h` is needed: the keys and values of all tokens,
+    the query of token 0. Same equations as :func:`.reference.attention`, rows ``i = 0``.
+    Returns ``out`` ``(B, d)`` (the class token's attention output) and the cache.
+    Measured, forward and backward together, against the reference's full attention that the
+    last block would otherwise need: 26x (B = 128, n = 17); it cuts the whole vision step by
+    about a fifth.
+    """
+    H, d, d_h = W_Q.shape
+    n = y.shape[0] // B
+    W_q = (W_Q / np.sqrt(d_h)).transpose(1, 0, 2).reshape(d, H * d_h)
+    W_kv = np.concatenate([W_K, W_V]).transpose(1, 0, 2).reshape(d, 2 * H * d_h)
+    y0 = y.reshape(B, n, d)[:, 0]                                          # (B, d)
+    q = (y0 @ W_q).reshape(B, H, 1, d_h)
+    kv = np.ascontiguousarray((y @ W_kv).reshape(B, n, 2, H, d_h).transpose(2, 0, 3, 1, 4))
+    K, V = kv                                                              # (B, H, n, d_h)
+    A = _softmax_rows(q @ K.swapaxes(-1, -2), causal_mask(n)[:1] if causal else None)
+    Z = (A @ V).reshape(B, H * d_h)                                        # (B, H, 1, d_h)
+    W_o = W_O.transpose(0, 2, 1).reshape(H * d_h, d)
+    return Z @ W_o, (y, y0, W_q, W_kv, q, kv, A, Z, W_o, B)
+
+
+def class_token_attention_backward(dout, cache):
+    r"""Cotangents of :func:`class_token_attention` (``dout`` ``(B, d)``): the formulas of
+    :func:`.reference.attention_backward` for query row 0; :math:`\bar Y` gets the keys' and
+    values' terms at every token and the query's term at token 0."""
+    y, y0, W_q, W_kv, q, kv, A, Z, W_o, B = cache
+    K, V = kv
+    _, H, n, d_h = K.shape
+    d = y.shape[1]
+    dW_O = (Z.T @ dout).reshape(H, d_h, d).transpose(0, 2, 1)
+    dZ = (dout @ W_o.T).reshape(B, H, 1, d_h)
+    dkv = np.empty((2, B, H, n, d_h))                                      # dK, dV
+    np.matmul(A.swapaxes(-1, -2), dZ, out=dkv[1])
+    dS = dZ @ V.swapaxes(-1, -2)                                           # (B, H, 1, n)
+    dS -= np.einsum("bhqk,bhqk->bhq", dS, A)[..., None]
+    dS *= A
+    dq = (dS @ K).reshape(B, H * d_h)
+    np.matmul(dS.swapaxes(-1, -2), q, out=dkv[0])
+    dkv = dkv.transpose(1, 3, 0, 2, 4).reshape(B * n, 2 * H * d_h)
+    dW_kv = (y.T @ dkv).reshape(d, 2, H, d_h).transpose(1, 2, 0, 3)        # (2, H, d, d_h)
+    dW_Q = (y0.T @ dq).reshape(d, H, d_h).transpose(1, 0, 2) / np.sqrt(d_h)
+    dy = dkv @ W_kv.T
+    dy.reshape(B, n, d)[:, 0] += dq @ W_q.T
+    return dy, dW_Q, dW_kv[0], dW_kv[1], dW_O
 
 
 def causal_mask(n):
@@ -241,73 +319,91 @@ def causal_mask(n):
     return np.tril(np.ones((n, n)))
 
 
-def mlp(y, W_1, b_1, W_2, b_2, activation):
-    r"""Twin of :func:`.reference.mlp` on ``(B n, d)``; the GELU is computed in place
-    (tanh form, as :func:`.reference.gelu`)."""
+#: rows of the MLP's hidden layer processed at once by the GELU (256 x 128 floats = 256 KB),
+#: so that its dozen elementwise passes run in cache
+_GELU_ROWS = 256
+
+
+def _gelu_and_derivative(u, want_derivative):
+    r"""GELU (tanh form) of ``u`` ``(N, m)`` and, if asked, its derivative, in row blocks.
+
+    Twin of :func:`.reference.gelu` and :func:`.reference.gelu_backward`; the derivative
+    :math:`\tfrac12(1 + t) + \tfrac12 u (1 - t^2) c (1 + 3 \cdot 0.044715 u^2)` is formed in the
+    forward pass while :math:`u` and :math:`t` are in cache, so the backward is one product.
+    Measured gain over :func:`.reference.gelu` + :func:`.reference.gelu_backward` (whose
+    ``u ** 3`` is a slow ``pow``): 19-22x on ``(2048-2176, 128)``.
+    """
+    a = np.empty_like(u)
+    deriv = np.empty_like(u) if want_derivative else None
+    rows = min(_GELU_ROWS, u.shape[0])
+    t_buf, s_buf = np.empty((rows, u.shape[1])), np.empty((rows, u.shape[1]))
+    for i in range(0, u.shape[0], rows):
+        uc = u[i:i + rows]
+        t, s, ac = t_buf[:len(uc)], s_buf[:len(uc)], a[i:i + rows]
+        np.multiply(uc, uc, out=s)                              # u^2
+        np.multiply(s, 0.044715, out=t)
+        t += 1.0
+        t *= uc
+        t *= GELU_C
+        np.tanh(t, out=t)                                       # t = tanh(c (u + k u^3))
+        np.add(t, 1.0, out=ac)
+        ac *= uc
+        ac *= 0.5                                               # gelu = u (1 + t) / 2
+        if want_derivative:
+            dc = deriv[i:i + rows]
+            s *= 3 * 0.044715
+            s += 1.0
+            s *= uc
+            s *= 0.5 * GELU_C                                   # c u (1 + 3 k u^2) / 2
+            np.multiply(t, t, out=dc)
+            np.subtract(1.0, dc, out=dc)
+            dc *= s
+            t += 1.0
+            t *= 0.5
+            dc += t
+    return a, deriv
+
+
+def mlp(y, W_1, b_1, W_2, b_2, activation, want_backward=True):
+    r"""Twin of :func:`.reference.mlp` on ``(B n, d)``. The GELU and its derivative come from
+    :func:`_gelu_and_derivative` (in cache-sized row blocks); ``want_backward=False`` (logits
+    only) skips the derivative. ReLU is the reference's (no gain to be had). Measured gain
+    (GELU): 4.4-5.7x forward, 3.9-4.0x backward at B n = 2048-2176, d = 64, m = 128; ReLU
+    forward 1.07x (the same operations, on 2-D matrices), backward 3.0-3.3x."""
     u = y @ W_1
     u += b_1
     if activation == "gelu":
-        t = u * u
-        t *= 0.044715
-        t += 1.0
-        t *= u
-        t *= GELU_C
-        np.tanh(t, out=t)
-        a = t + 1.0
-        a *= u
-        a *= 0.5
-        act_cache = (u, t)
+        a, deriv = _gelu_and_derivative(u, want_backward)
+        act_cache = (deriv,)
     else:
-        a = np.maximum(u, 0.0)
-        act_cache = (u > 0,)
+        a, act_cache = reference.relu(u)
     out = a @ W_2
     out += b_2
     return out, (y, a, act_cache, W_1, W_2, activation)
 
 
 def mlp_backward(dout, cache):
-    r"""Twin of :func:`.reference.mlp_backward` on ``(B n, .)`` matrices."""
+    r"""Twin of :func:`.reference.mlp_backward` on ``(B n, .)`` matrices; the activation's
+    derivative was cached by :func:`mlp`, so :math:`\bar u = \phi'(u) \odot \bar{\mathrm{out}} W_2^\top`
+    is one product and one multiplication."""
     y, a, act_cache, W_1, W_2, activation = cache
     dW_2 = a.T @ dout
     db_2 = dout.sum(axis=0)
     du = dout @ W_2.T
     if activation == "gelu":
-        u, t = act_cache
-        deriv = u * u
-        deriv *= 3 * 0.044715
-        deriv += 1.0
-        deriv *= u
-        deriv *= 1.0 - t * t
-        deriv *= GELU_C
-        deriv += 1.0 + t
-        deriv *= 0.5
-        du *= deriv
-    else:
         du *= act_cache[0]
+    else:
+        du = reference.relu_backward(du, act_cache)
     return du @ W_1.T, y.T @ du, du.sum(axis=0), dW_2, db_2
-
-
-def cross_entropy(z, targets):
-    r"""Twin of :func:`.reference.cross_entropy` on 2-D logits ``(N, C)``, ``targets`` ``(N,)``;
-    the softmax is computed once and turned into the cotangent in place."""
-    N = z.shape[0]
-    rows = np.arange(N)
-    e = z - z.max(axis=1, keepdims=True)
-    picked = e[rows, targets]
-    np.exp(e, out=e)
-    total = e.sum(axis=1)
-    loss = float(np.mean(np.log(total) - picked))
-    e *= (1.0 / (N * total))[:, None]
-    e[rows, targets] -= 1.0 / N
-    return loss, e
 
 
 # --------------------------------------------------------------------------------------------
 # The network
 # --------------------------------------------------------------------------------------------
-def forward(params, inputs, cfg):
+def forward(params, inputs, cfg, want_backward=True):
     r"""Twin of :func:`.reference.forward`: logits ``(B, n_out)`` (vision) or
-    ``(B, n, n_out)`` (language), and the cache."""
+    ``(B, n, n_out)`` (language), and the cache (``want_backward=False``: logits only, the
+    cache cannot be passed to :func:`backward`)."""
     B, n, d = inputs.shape[0], cfg.n_tokens, cfg.d
     if cfg.task == "vision":
         x = np.empty((B, n, d))
@@ -320,16 +416,20 @@ def forward(params, inputs, cfg):
     blocks = []
     for layer in range(cfg.depth):
         p = f"layer{layer}."
+        W = [params[p + k] for k in ("W_Q", "W_K", "W_V", "W_O")]
         y1, ln1 = layer_norm(x, params[p + "ln1_g"], params[p + "ln1_b"])
-        a, att = attention(y1, params[p + "W_Q"], params[p + "W_K"], params[p + "W_V"],
-                           params[p + "W_O"], B, cfg.causal)
-        x = x + a
+        if cfg.task == "vision" and layer == cfg.depth - 1:    # only the class token is read
+            a, att = class_token_attention(y1, *W, B, cfg.causal)
+            x = x.reshape(B, n, d)[:, 0] + a                    # (B, d) from here on
+        else:
+            a, att = attention(y1, *W, B, cfg.causal)
+            x += a                                              # x is in no cache
         y2, ln2 = layer_norm(x, params[p + "ln2_g"], params[p + "ln2_b"])
         m, mc = mlp(y2, params[p + "W_1"], params[p + "b_1"], params[p + "W_2"],
-                    params[p + "b_2"], cfg.activation)
-        x = x + m
+                    params[p + "b_2"], cfg.activation, want_backward)
+        x += m
         blocks.append((ln1, att, ln2, mc))
-    top = x.reshape(B, n, d)[:, 0] if cfg.task == "vision" else x
+    top = x                                                     # (B, d) or (B n, d)
     y, lnf = layer_norm(top, params["lnf_g"], params["lnf_b"])
     z = y @ params["head"]
     z += params["head_b"]
@@ -340,29 +440,32 @@ def forward(params, inputs, cfg):
 
 def backward(params, cache, dz, cfg):
     r"""Twin of :func:`.reference.backward`; the token-embedding gradient accumulates repeated
-    ids with one ``np.bincount`` over (id, feature) pairs instead of ``np.add.at``."""
+    ids with one ``np.bincount`` over (id, feature) pairs instead of ``np.add.at`` (3.8x at
+    B n = 2048, d = 64, 100 symbols)."""
     inputs, blocks, lnf, y, B = cache
     n, d = cfg.n_tokens, cfg.d
     dz = dz.reshape(-1, dz.shape[-1])
     grads = {"head": y.T @ dz, "head_b": dz.sum(axis=0)}
     dtop, grads["lnf_g"], grads["lnf_b"] = layer_norm_backward(dz @ params["head"].T, lnf)
-    if cfg.task == "vision":
-        dx = np.zeros((B, n, d))
-        dx[:, 0] = dtop
-        dx = dx.reshape(B * n, d)
-    else:
-        dx = dtop
+    dx = dtop                                                   # (B, d) or (B n, d)
     for layer in reversed(range(cfg.depth)):
         p = f"layer{layer}."
         ln1, att, ln2, mc = blocks[layer]
         dy2, grads[p + "W_1"], grads[p + "b_1"], grads[p + "W_2"], grads[p + "b_2"] = \
             mlp_backward(dx, mc)
         dbranch, grads[p + "ln2_g"], grads[p + "ln2_b"] = layer_norm_backward(dy2, ln2)
-        dx = dx + dbranch
+        dbranch += dx
+        dx = dbranch
+        final = cfg.task == "vision" and layer == cfg.depth - 1
+        att_backward = class_token_attention_backward if final else attention_backward
         dy1, grads[p + "W_Q"], grads[p + "W_K"], grads[p + "W_V"], grads[p + "W_O"] = \
-            attention_backward(dx, att)
+            att_backward(dx, att)
         dbranch, grads[p + "ln1_g"], grads[p + "ln1_b"] = layer_norm_backward(dy1, ln1)
-        dx = dx + dbranch
+        if final:
+            dbranch.reshape(B, n, d)[:, 0] += dx
+        else:
+            dbranch += dx
+        dx = dbranch
     dx = dx.reshape(B, n, d)
     grads["pos"] = dx.sum(axis=0)
     if cfg.task == "vision":
@@ -379,14 +482,14 @@ def logits(params, inputs, cfg):
     r"""Logits of the network (checked): vision ``(B, n_out)`` from the final LayerNorm of the
     class token; language ``(B, n_tokens, n_out)``. Equations: :func:`.reference.forward`."""
     params, inputs, _ = check_batch_for(params, inputs, None, cfg)
-    return forward(params, inputs, cfg)[0]
+    return forward(params, inputs, cfg, want_backward=False)[0]
 
 
 def loss_and_grads_unchecked(params, inputs, targets, cfg):
     r"""Unchecked :func:`loss_and_grads` (inputs already validated): the mean cross-entropy
     :math:`L = \tfrac1N \sum_i (\log\sum_c e^{z_{ic}} - z_{i,y_i})` and every gradient."""
     z, cache = forward(params, inputs, cfg)
-    loss, dz = cross_entropy(z.reshape(-1, z.shape[-1]), targets.reshape(-1))
+    loss, dz = reference.cross_entropy(z, targets)             # the reference's (no gain)
     return loss, backward(params, cache, dz, cfg)
 
 
