@@ -11,7 +11,8 @@ MODULES = [importlib.import_module(m.name)
 EQUATION_MODULES = ("rank_growth.reference", "rank_growth.model", "rank_growth.incremental",
                     "rank_growth.training", "lowrank_sparse.reference", "lowrank_sparse.model",
                     "lowrank_sparse.analysis", "sparse_bigrams.reference", "sparse_bigrams.model",
-                    "sparse_bigrams.training", "sparse_bigrams.population", "primitives")
+                    "sparse_bigrams.training", "sparse_bigrams.population", "transformer.reference",
+                    "transformer.model", "transformer.training", "primitives")
 
 
 def _public(module):

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 #: In the order of the papers (gradual rank increase, low rank and sparse, sparse bigrams).
-DEMOS = ("rank_growth", "rank_growth_full", "rank_growth_assumptions", "lowrank_sparse",
-         "sparse_bigrams", "bigram_transfer", "softmax_vs_linear", "bigram_scale")
+DEMOS = ("rank_growth", "rank_growth_full", "rank_growth_assumptions", "rank_growth_transformer",
+         "lowrank_sparse", "sparse_bigrams", "bigram_transfer", "softmax_vs_linear", "bigram_scale")
 
 
 def describe(name: str) -> str:

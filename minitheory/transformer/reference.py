@@ -346,14 +346,16 @@ def logits(params, inputs, cfg):
 
 
 def loss_and_grads_unchecked(params, inputs, targets, cfg):
-    r"""Unchecked :func:`loss_and_grads` (inputs already validated)."""
+    r"""Unchecked :func:`loss_and_grads` (inputs already validated):
+    :math:`L = \operatorname{mean}_i \big(\log\sum_c e^{z_{ic}} - z_{i y_i}\big)` and its gradients."""
     z, cache = forward(params, inputs, cfg)
     loss, dz = cross_entropy(z, targets)
     return loss, backward(params, cache, dz, cfg)
 
 
 def loss_and_grads(params, inputs, targets, cfg):
-    r"""Mean cross-entropy of the network and its gradient for every parameter.
+    r"""Mean cross-entropy :math:`L = \operatorname{mean}_i (\log\sum_c e^{z_{ic}} - z_{i y_i})` of
+    the network's logits ``z`` and its gradient for every parameter.
 
     Parameters
     ----------
