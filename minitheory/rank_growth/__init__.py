@@ -7,8 +7,10 @@ zero, the loss against t / log(1/alpha) converges to a staircase given by an inc
 learning algorithm.
 
 Read in order: ``data`` (inputs, teachers, small init; ``paper_toy`` is the paper's App. A
-setting), ``model`` (the head, forward next to
-backward), ``training`` (gradient descent on a run axis, conservation law), ``incremental``
-(Algorithm 1, the alpha -> 0 limit), ``analysis`` (rescaled time, activation times, ranks).
+setting), ``reference`` (the head as the paper writes it, forward next to backward; start
+here), ``model`` (the fast twins the training loops call), ``checks`` (input checks),
+``training`` (gradient descent on a run axis, conservation law), ``incremental`` (Algorithm 1,
+the alpha -> 0 limit, in the paper's symbols), ``analysis`` (rescaled time, activation times,
+ranks, the assumption checks' perturbations).
 Demos: ``rank_growth``, ``rank_growth_full``, ``rank_growth_assumptions``.
 """

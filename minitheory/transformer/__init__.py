@@ -4,6 +4,9 @@ Susskind, NeurIPS 2023, arXiv:2306.07042 v2, Sec. 5 and App. B): trained vision 
 transformers learn perturbations of :math:`W_K^h W_Q^{h\\top}` and :math:`W_V^h W_O^{h\\top}` of low,
 gradually growing stable rank.
 
-Read in order: ``reference`` (each layer as the textbook writes it, forward beside backward),
-``model`` (the configuration, the initialization and the fast twin), ``checks`` (input checks).
+Read in order: ``data`` (the 8x8 digits shipped in the package, character text from
+``pydoc_data``), ``reference`` (each layer as the textbook writes it, forward beside backward),
+``model`` (the configuration, the initialization and the fast twin), ``checks`` (input checks),
+``training`` (Adam and SGD with warmup and cosine decay on the shared loop), ``analysis`` (the
+spectra of the per-head perturbations). Demo: ``rank_growth_transformer``.
 """
