@@ -80,7 +80,7 @@ def test_same_seed_same_run_other_seed_other_run():
     (["--task", "audio"], "task must be one of"),
     (["--task", "language", "--context", "10000000"], "context must be at most"),
     (["--lr", "nan"], "lr must be finite"),
-    (["--lr", "-1"], "lr must be in [0.0, inf]"),
+    (["--lr", "-1"], "lr must be in [0.0, inf)"),
     (["--optimizer", "rmsprop"], "optimizer must be one of"),
     (["--scales", "0"], "scales[0] must be in"),
     (["--scales", "1", "1"], "scales must be distinct"),
