@@ -107,6 +107,15 @@ def _split(out):
     return out
 
 
+def _loss_only(out):
+    """The loss of what the checked function returned at a perturbed point: only the loss is
+    used there, so the gradient may be skipped (returned as ``None``)."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError("loss_and_grads must return (loss, grads), got "
+                        f"{type(out).__name__}")
+    return out[0]
+
+
 def contract_runs(loss_and_grads: LossAndGrads, cotangent) -> LossAndGrads:
     r"""A scalar-loss function for :func:`check_gradients` from one with a run axis.
 
@@ -199,7 +208,7 @@ def check_gradients(loss_and_grads: LossAndGrads, params: Mapping[str, np.ndarra
     if rng is None:
         rng = np.random.default_rng(DEFAULT_SEED)
     p0 = None if pattern is None else pattern(params, *args)
-    f = lambda p: _scalar(_split(loss_and_grads(p, *args))[0])  # noqa: E731
+    f = lambda p: _scalar(_loss_only(loss_and_grads(p, *args)))  # noqa: E731
     same = lambda q: pattern is None or np.array_equal(pattern(q, *args), p0)  # noqa: E731
     report = GradcheckReport()
     for key in keys:

@@ -263,7 +263,7 @@ def test_embedding_backward(seed, B, n, p, d):
 
 
 @settings(max_examples=10)
-@given(seeds, st.integers(1, 4), st.integers(1, 5))
+@given(seeds, st.integers(1, 4), st.integers(2, 5))   # C = 1: the loss is flat
 def test_cross_entropy_gradient_and_value(seed, N, C):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, C, (N, 2))
