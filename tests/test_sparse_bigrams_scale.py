@@ -66,6 +66,13 @@ def test_in_place_population_gradients_equal_the_dense_closed_form(seed):
     np.testing.assert_allclose(G, ref["A"], atol=1e-13)
 
 
+def _plain_step(s, V, A, it, inst, dense, Xi, Xi_V):
+    """The large-T update as written (:func:`reference.large_t_step`); imported by
+    test_training_steps."""
+    return reference.large_t_step(s, V, A, it, dense, Xi, Xi_V, sigma_V=pop.SIGMA_V,
+                                  sigma_A_times_sqrt_N=pop.SIGMA_A_TIMES_SQRT_N)
+
+
 @pytest.mark.parametrize("schedule", [
     pop.Schedule(eta_A=2.0, B1=1e4, B2=1e3, lam=1e-3, tau=1),
     pop.Schedule(eta_A=2.0, B1=np.inf, B2=np.inf, lam=1e-3, tau=0),
