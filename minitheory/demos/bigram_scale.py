@@ -29,9 +29,9 @@ NAME = "bigram_scale"
 
 @dataclass(frozen=True)
 class Config:
-    """Defaults: the spec, E5 [paper: T = 1e5, N in {100, 500}; schedules project choice].
+    """Defaults [paper: T = 1e5, N in {100, 500}; schedules project choice].
     Per-N learning rates and batch sizes follow :func:`population.defaults_for`; SGD uses
-    ``eta = N`` (the spec's 100 at N = 100; its stability limit grows like N)."""
+    ``eta = N`` (100 at N = 100; its stability limit grows like N)."""
 
     seed: int = field(default=0, metadata={"help": "tasks and noise from SeedSequence(seed)"})
     Ns: tuple[int, ...] = field(default=(100, 500), metadata={"help": "vocabulary sizes"})

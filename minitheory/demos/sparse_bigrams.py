@@ -34,7 +34,8 @@ NAME = "sparse_bigrams"
 
 @dataclass(frozen=True)
 class Config:
-    """Defaults: the spec, sections (b) and (e) [paper: N = 10, T = 50, Q = 2, switch at 400]."""
+    """Defaults [paper: N = 10, T = 50, Q = 2, switch at tau = 400 (Fig. 1)]; the step sizes
+    and the batch are [project choice]."""
 
     seed: int = field(default=0, metadata={"help": "task and batches from SeedSequence(seed)"})
     seeds: int = field(default=1, metadata={"help": "training seeds per method (run axis)"})
@@ -74,6 +75,8 @@ class Config:
             raise ValueError("sgd_etas must hold at least one learning rate")
         for i, eta in enumerate(self.sgd_etas):
             check_float(f"sgd_etas[{i}]", eta, low=0.0, low_open=True)
+        if not self.sgd_sweep:
+            raise ValueError("sgd_sweep must hold at least one learning rate")
         for i, eta in enumerate(self.sgd_sweep):
             check_float(f"sgd_sweep[{i}]", eta, low=0.0, low_open=True)
 

@@ -1,4 +1,4 @@
-r"""How close the learned model is to the truth (Ren, Wang, Lee 2024, Sec. 4; spec (f)).
+r"""How close the learned model is to the truth (Ren, Wang, Lee 2024, arXiv:2410.23438v1, Sec. 4).
 
 Every function takes ``params`` with optional leading run axes and returns one value per run.
 

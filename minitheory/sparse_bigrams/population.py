@@ -1,4 +1,5 @@
-r"""Large-T population dynamics with Gaussian gradient noise (Ren, Wang, Lee 2024, Sec. 7; spec E5).
+r"""Large-T population dynamics with Gaussian gradient noise (Ren, Wang, Lee 2024,
+arXiv:2410.23438v1, Sec. 7).
 
 At :math:`T = 10^5` sampling sequences is out of reach, so the dynamics run on the closed-form
 preconditioned population gradients (:func:`preconditioned_grads_into`, cost O(N² + TN)) plus
@@ -87,7 +88,7 @@ def with_attention(inst: LargeInstance, rng: np.random.Generator) -> LargeInstan
 
 @dataclass(frozen=True)
 class Schedule:
-    """One large-T run. ``kind``: ``"two_stage"`` (E5) or ``"sgd"`` (comparison (ii): the noisy
+    """One large-T run. ``kind``: ``"two_stage"`` or ``"sgd"`` (comparison (ii): the noisy
     gradients times ``D`` column-wise, centred, one step ``eta_sgd``). ``B1``/``B2`` are the
     emulated batch sizes of the two stages (``inf``: noiseless); ``lam = 0`` with
     ``balance=False`` is comparison (i)."""
@@ -122,7 +123,7 @@ def schedule_lr(s: Schedule) -> float:
 
 
 def defaults_for(N: int) -> dict:
-    """Spec E5 defaults: the tables for N = 100 and 500, and the design rules elsewhere
+    """The project's defaults [project choice]: the tables for N = 100 and 500, and the design rules elsewhere
     (``eta_A = 0.1 N``; ``lam = 4 sigma_A / sqrt(B2)`` keeps off-support entries at exactly 0)."""
     B1, B2, steps = (1e8, 1e6, 200) if N <= 100 else (1e9, 4e6, 100)
     return {"eta_A": 0.1 * N, "B1": B1, "B2": B2, "steps": steps,

@@ -1,6 +1,7 @@
-r"""Training on sampled batches: the two-stage proximal method and the SGD baseline (spec (e)).
+r"""Training on sampled batches: the two-stage proximal method and the SGD baseline
+(Ren, Wang, Lee 2024, arXiv:2410.23438v1, Fig. 1).
 
-**Two-stage method** (E1; structure [paper], details [project choice]). From the uninformative
+**Two-stage method** (structure [paper], details [project choice]). From the uninformative
 initialization :math:`V = \mu\mathbf 1^\top`, :math:`A = \mathbf 1\mathbf 1^\top / T`, with fresh
 batches and gradients preconditioned by :math:`D^{-1}` (columns divided by :math:`\mu`):
 
@@ -16,12 +17,21 @@ same for every entry). Normalization (``balance``, the default) moves along the 
 :math:`(cV, A/c)`: the :math:`\ell_1` term is not invariant to it and would otherwise shrink
 :math:`A` and inflate :math:`V` forever.
 
-**SGD baseline** (E2): the same model, loss, initialization and batches; plain
+**SGD baseline** (the paper's "vanilla SGD"): the same model, loss, initialization and batches; plain
 :math:`V \leftarrow V - \eta g_V`, :math:`A \leftarrow A - \eta g_A`.
 
-**Softmax attention** (E4): :math:`f = V X\,\mathrm{softmax}(W e_k)` from :math:`W = 0`,
+**Softmax attention** (the paper's comparison with softmax transformers): :math:`f = V X\,\mathrm{softmax}(W e_k)` from :math:`W = 0`,
 :math:`V = \mu\mathbf 1^\top` by plain SGD with separate steps for ``V`` and ``W`` (under uniform
 attention the ``W`` gradient is ~1/T of the linear ``A`` gradient, hence ``eta_W = 100``).
+
+**Branching** (Fig. 1: "After stage 1 ends at :math:`\tau` = 400 ..., we use vanilla SGD and our
+proximal gradient method"): :func:`stage_one` runs stage 1 and returns a :class:`Checkpoint`;
+:func:`branch` continues it with any method on copies of its batch generators, so every branch
+starts from the same stage-1 endpoint and sees the same batches after it.
+
+**Population process** (Figs. 3 and 5, :math:`\Delta_V, \Delta_A`): with ``population=True`` each
+run carries, in lockstep, the same update from the same start with the exact gradients of the
+closed form (:func:`population_loss_and_grads`), and logs its distance to it.
 
 Several seeds train at once on a run axis; seed ``s`` (an int or a ``SeedSequence``) draws its
 batches from ``default_rng(s)``, so two methods run with the same seeds see the same samples.
@@ -43,9 +53,10 @@ NORMALIZE = ("balance", "v_cols", "a_cols", "none")
 
 @dataclass(frozen=True)
 class Method:
-    """A training method. ``kind="two_stage"`` (E1) uses ``tau, eta1, eta2, eta2_A, lam,
-    normalize``; ``kind="sgd"`` (E2) uses ``eta``; ``kind="softmax"`` (E4) uses ``eta`` for V and
-    ``eta_W`` for W. Defaults: the spec, section (e)."""
+    """A training method. ``kind="two_stage"`` uses ``tau, eta1, eta2, eta2_A, lam,
+    normalize``; ``kind="sgd"`` uses ``eta``; ``kind="softmax"`` uses ``eta`` for V and
+    ``eta_W`` for W. Defaults [project choice, except the switch
+    tau = 400 of Fig. 1]: batch 64, eta1 = eta2 = eta2_A = 0.03, lam = 0.01; SGD eta = 0.5."""
 
     kind: str = "two_stage"
     tau: int = 400
@@ -339,9 +350,10 @@ def _loss_and_grads(params, xs, k, xo):
 
 
 def population_loss_and_grads(params: dict, inst: data.Instance):
-    """Closed-form loss ``(R,)`` and exact gradients (:func:`model.population_loss`,
-    :func:`model.population_grads`) of the linear model, or of the softmax model through the
-    softmax VJP: what a batch of infinite size would give."""
+    r"""Closed-form loss :math:`L = \mathbb E\,\ell` ``(R,)`` and its exact gradients
+    (:func:`model.population_loss`, :func:`model.population_grads`) of the linear model, or of
+    the softmax model at :math:`A = \mathrm{softmax}(W)` through the softmax VJP: what a batch
+    of infinite size would give."""
     att = attention(params)
     loss = model.population_loss(att, inst)
     g = model.population_grads(att, inst)
