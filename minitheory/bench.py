@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pkgutil
 import platform
 import resource
 import subprocess
@@ -33,9 +34,56 @@ from pathlib import Path
 
 import numpy as np
 
-from .demos._common import format_table, tune_allocator
+from . import demos
+from .allocator import tune_allocator
 
-from .demos.__main__ import DEMOS
+
+def demo_names() -> list[str]:
+    """The demos: the public modules of :mod:`minitheory.demos` (each runs with ``-m``)."""
+    return sorted(m.name for m in pkgutil.iter_modules(demos.__path__)
+                  if not m.name.startswith("_"))
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    """Rows of strings as a plain-text table, right-aligned under ``headers``."""
+    cols = list(zip(headers, *rows))
+    widths = [max(len(str(c)) for c in col) for col in cols]
+    line = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(headers), line("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+def blas_info() -> dict:
+    """The BLAS NumPy was built with (``numpy.show_config``) and the threads it uses now.
+
+    The thread count is asked from the loaded OpenBLAS itself (its ``*get_num_threads*``
+    function, through ``ctypes``) when it can be found in the process's memory map; otherwise
+    it is ``None`` and the ``*_NUM_THREADS`` environment variables are recorded instead.
+    """
+    import ctypes
+    import re
+    info = {"name": None, "version": None, "threads": None,
+            "env": {k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}}
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info.update(name=blas.get("name"), version=blas.get("version"))
+    except (TypeError, KeyError, AttributeError):
+        pass
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return info
+    for lib in sorted(set(re.findall(r"(/\S*openblas\S*\.so[.\d]*)", maps))):
+        try:
+            handle = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+                       "openblas_get_num_threads"):
+            fn = getattr(handle, symbol, None)
+            if fn is not None:
+                info.update(threads=int(fn()), library=lib)
+                return info
+    return info
 
 
 def timeit(fn, repeats: int, min_time: float = 0.2) -> float:
@@ -213,7 +261,7 @@ def run_axis_speedup(repeats: int, R: int = 16) -> dict:
 def demo_times(out: Path) -> dict:
     """Wall time of each default demo, run as ``python -m minitheory.demos.NAME``."""
     times = {}
-    for name in DEMOS:
+    for name in demo_names():
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", f"minitheory.demos.{name}", "--out",
                                str(out / name)], stdout=subprocess.DEVNULL,
@@ -227,7 +275,8 @@ def demo_times(out: Path) -> dict:
 
 def main(argv=None) -> int:
     """Command-line entry: measure, print the table, optionally write JSON; returns 0."""
-    parser = argparse.ArgumentParser(prog="python -m minitheory.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m minitheory.bench", allow_abbrev=False,
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timings per measurement (median)")
     parser.add_argument("--skip-demos", action="store_true", help="do not time the demos")
     parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
@@ -235,11 +284,14 @@ def main(argv=None) -> int:
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     tune_allocator()
+    blas = blas_info()
+    print(f"BLAS: {blas['name']} {blas['version']}, {blas['threads']} thread(s)", file=sys.stderr)
     peak = matmul_rate(args.repeats)
     print(f"float64 matmul (2048^3): {peak:.1f} GFLOP/s", file=sys.stderr)
     run_axis = run_axis_speedup(args.repeats)      # before the 400 MB cases disturb the caches
     rows, results = [], {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                     "numpy": np.__version__}, "matmul_gflops": peak,
+                                     "numpy": np.__version__, "blas": blas},
+                         "matmul_gflops": peak,
                          "cases": []}
     for model_name, size, make in CASES:
         lag, step, flops, products = make()
@@ -263,7 +315,8 @@ def main(argv=None) -> int:
     print(format_table(["model", "size", "us / loss_and_grads", "us / train step", "GFLOP/s",
                         "of matmul", "its products' @"], rows))
     ra = results["run_axis"]
-    print(f"\nmatmul ceiling: {peak:.1f} GFLOP/s; run axis at {ra['runs']} runs: "
+    print(f"\nBLAS {blas['name']} {blas['version']} with {blas['threads']} thread(s) on "
+          f"{os.cpu_count()} CPUs; matmul ceiling: {peak:.1f} GFLOP/s; run axis at {ra['runs']} runs: "
           f"{ra['us_per_run_batched']:.0f} us per run batched vs {ra['us_per_run_sequential']:.0f} "
           f"us one at a time ({ra['speedup']:.1f}x); peak RSS {results['peak_rss_GB']:.2f} GB")
     if "demo_seconds" in results:

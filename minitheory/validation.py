@@ -52,8 +52,10 @@ def check_int(name: str, value, *, low: int | None = None, high: int | None = No
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{name} must be in [{low if low is not None else '-inf'}, "
-                         f"{high if high is not None else 'inf'}], got {value}")
+        raise ValueError(f"{name} must be in {'[' if low is not None else '('}"
+                         f"{low if low is not None else '-inf'}, "
+                         f"{high if high is not None else 'inf'}{']' if high is not None else ')'}"
+                         f", got {value}")
     return value
 
 
@@ -66,7 +68,9 @@ def check_float(name: str, value, *, low: float | None = None, high: float | Non
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
-    lo_br, hi_br = ("(" if low_open else "["), (")" if high_open else "]")
+    # An unbounded side is open: the value must be finite, so inf itself is never accepted.
+    lo_br = "(" if low_open or low is None else "["
+    hi_br = ")" if high_open or high is None else "]"
     interval = (f"{lo_br}{low if low is not None else '-inf'}, "
                 f"{high if high is not None else 'inf'}{hi_br}")
     if not np.isfinite(value):

@@ -35,3 +35,23 @@ def test_run_axis_speedup_reports_both_timings():
     out = bench.run_axis_speedup(1, R=2)
     assert out["runs"] == 2 and out["us_per_run_batched"] > 0 and out["us_per_run_sequential"] > 0
     assert out["speedup"] == pytest.approx(out["us_per_run_sequential"] / out["us_per_run_batched"])
+
+
+def test_bench_imports_no_private_demo_module_and_finds_every_demo():
+    import ast
+    import inspect
+    from minitheory.demos.__main__ import DEMOS
+    tree = ast.parse(inspect.getsource(bench))
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if "_common" in m or "__main__" in m], imported
+    assert set(bench.demo_names()) == set(DEMOS)
+
+
+def test_bench_records_the_blas_library_and_its_threads():
+    info = bench.blas_info()
+    assert info["name"]                                   # e.g. scipy-openblas
+    assert info["threads"] is None or info["threads"] >= 1
+    assert isinstance(info["env"], dict)
+    table = bench.format_table(["a", "bb"], [["1", "22"], ["333", "4"]]).splitlines()
+    assert table == ["  a  bb", "---  --", "  1  22", "333   4"]

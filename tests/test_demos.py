@@ -1,5 +1,9 @@
 """Every demo runs end to end through main(argv) with tiny settings and writes its outputs."""
+import contextlib
+import io
 import json
+import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -17,7 +21,7 @@ TINY = {
                        "--detail-alpha", "1e-2", "--tbar-max", "0.5", "--steps-alpha-one", "20",
                        "--log-every", "5"],
     rank_growth_assumptions: ["--n-seq", "32", "--n-tokens", "4", "--alpha", "1e-2",
-                              "--tbar-max", "1.5", "--robustness-tbar", "0.3"],
+                              "--tbar-max", "1.5", "--epochs", "50"],
     lowrank_sparse: ["--steps", "6", "--n-train", "64", "--n-test", "32", "--m", "8",
                      "--ranks", "1", "2", "--spectra-steps", "1", "6", "--prune-rates", "0",
                      "0.5", "1", "--n-random", "2", "--seeds", "2"],
@@ -39,9 +43,35 @@ PNGS = {bigram_transfer: ["bigram_transfer"], softmax_vs_linear: ["softmax_vs_li
         rank_growth_assumptions: ["rank_growth_assumptions"]}
 
 
+_COMPLETED = {}
+
+
+@pytest.fixture(scope="module")
+def completed(tmp_path_factory):
+    """``completed(demo) -> (folder, stdout)``: one full run per demo with TINY settings and
+    seed 3, shared by the tests that only read it (each copies the folder before changing it)."""
+    def get(demo):
+        if demo not in _COMPLETED:
+            out = tmp_path_factory.mktemp(demo.NAME)
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                code = demo.main(TINY[demo] + ["--out", str(out), "--seed", "3"])
+            assert code == 0
+            _COMPLETED[demo] = (out, buf.getvalue())
+        return _COMPLETED[demo]
+    return get
+
+
+def _copy(completed, demo, tmp_path):
+    src, _ = completed(demo)
+    dst = tmp_path / "copy"
+    shutil.copytree(src, dst)
+    return dst
+
+
 @pytest.mark.parametrize("demo", list(TINY), ids=lambda m: m.NAME)
-def test_demo_runs_end_to_end(demo, tmp_path, capsys):
-    assert demo.main(TINY[demo] + ["--out", str(tmp_path), "--seed", "3"]) == 0
+def test_demo_runs_end_to_end(demo, completed):
+    tmp_path, out = completed(demo)
     for name in PNGS[demo]:
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
     cfg = json.loads((tmp_path / "config.json").read_text())
@@ -49,8 +79,8 @@ def test_demo_runs_end_to_end(demo, tmp_path, capsys):
     metrics = load_metrics(tmp_path)                       # allow_pickle=False
     # no NaN anywhere (inf is allowed: "never activated")
     assert metrics and not any(np.isnan(v).any() for v in metrics.values() if v.dtype.kind == "f")
-    out = capsys.readouterr().out
     assert "saved" in out and str(tmp_path) in out
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]   # no leftovers
 
 
 @pytest.mark.parametrize("demo", list(TINY), ids=lambda m: m.NAME)
@@ -70,10 +100,11 @@ def test_help_and_bad_arguments(demo, capsys):
 
 
 def test_divergence_stops_with_a_message_and_keeps_metrics(tmp_path, capsys):
-    argv = TINY[rank_growth] + ["--eta", "5", "--tbar-max", "20", "--out", str(tmp_path)]
+    argv = TINY[rank_growth] + ["--alphas", "1e-8", "1e-16", "--detail-alpha", "1e-8",
+                                "--eta", "0.9", "--tbar-max", "3", "--out", str(tmp_path)]
     assert rank_growth.main(argv) == 1
     err = capsys.readouterr().err
-    assert "diverged at step" in err and "eta=5.0" in err and "Warning" not in err
+    assert "diverged at step" in err and "eta=0.9" in err and "Warning" not in err
     m = load_metrics(tmp_path)
     assert int(m["stopped_step"]) == len(m["step"]) and np.all(np.isfinite(m["loss"]))
     assert str(m["stopped_reason"]) == "diverged"
@@ -141,9 +172,10 @@ def test_sparse_bigrams_divergence_keeps_metrics(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("demo", list(TINY), ids=lambda m: m.NAME)
-def test_replot_redraws_from_saved_metrics_without_training(demo, tmp_path, monkeypatch, capsys):
-    assert demo.main(TINY[demo] + ["--out", str(tmp_path)]) == 0
-    first = capsys.readouterr().out
+def test_replot_redraws_from_saved_metrics_without_training(demo, completed, tmp_path,
+                                                            monkeypatch, capsys):
+    _, first = completed(demo)
+    tmp_path = _copy(completed, demo, tmp_path)
     for name in PNGS[demo]:
         (tmp_path / f"{name}.png").unlink()
     monkeypatch.setattr(demo, "run", lambda *a, **k: pytest.fail("--replot must not train"))
@@ -153,7 +185,7 @@ def test_replot_redraws_from_saved_metrics_without_training(demo, tmp_path, monk
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
     # the printed report is the same, recomputed from the saved metrics
     report = lambda text: [line for line in text.splitlines()  # noqa: E731
-                           if not line.startswith(("saved", "redrew", "timings"))]
+                           if line and not line.startswith(("saved", "redrew", "timings"))]
     assert report(again) == report(first)
 
 
@@ -182,6 +214,13 @@ def test_demo_index_lists_every_demo_and_runs_them_all(tmp_path, monkeypatch, ca
     assert [c[0] for c in calls] == [n for n in index.DEMOS if n != "bigram_scale"]
     assert calls[0][1] == ["--out", str(tmp_path / "rank_growth")]
     assert "[1/7] rank_growth" in capsys.readouterr().err
+    # --out and --skip without --all would silently only list: refused
+    for argv in (["--out", str(tmp_path)], ["--skip", "bigram_scale"]):
+        with pytest.raises(SystemExit) as info:
+            index.main(argv)
+        assert info.value.code == 2 and "only with --all" in capsys.readouterr().err
+    assert calls == [c for c in calls]                    # and nothing more was run
+    assert len(calls) == len(index.DEMOS) - 1
 
 
 BAD_SETTINGS = [
@@ -200,12 +239,217 @@ BAD_SETTINGS = [
     (sparse_bigrams, ["--normalize", "rows"], "normalize must be one of"),
     (sparse_bigrams, ["--sgd-etas", "-1"], "sgd_etas[0] must be in"),
     (sparse_bigrams, ["--lam", "nan"], "lam must be finite"),
+    # options checked against each other, naming the option the user gave
+    (lowrank_sparse, ["--ranks", "0"], "ranks[0] must be in [1, 20]"),
+    (lowrank_sparse, ["--ranks", "0", "1", "2"], "ranks[0] must be in [1, 20]"),
+    (lowrank_sparse, ["--ranks", "2", "1"], "ranks must be strictly increasing"),
+    (lowrank_sparse, ["--steps", "0", "--spectra-steps", "1"], "steps must be in [1, inf)"),
+    (lowrank_sparse, ["--steps", "0"], "steps must be in [1, inf)"),
+    (lowrank_sparse, ["--steps", "5"], "spectra_steps[1] must be in [1, 5]"),
+    (sparse_bigrams, ["--tau", "5000", "--steps", "4000"], "tau must be in [0, steps - 1]"),
+    (sparse_bigrams, ["--tau", "4000", "--steps", "4000"], "tau must be in [0, steps - 1]"),
+    (bigram_scale, ["--quick", "--Ns", "100"], "cannot be combined with --Ns 100"),
+    (bigram_scale, ["--quick", "--T", "50"], "cannot be combined with --T 50"),
+    (bigram_scale, ["--T", "1"], "T must be >= Q = 2"),
+    (rank_growth, ["--eta", "20"], "the runs would take only 1-12 steps"),
+    (rank_growth, ["--eta", "-1"], "eta must be in (0.0, inf)"),
+    (rank_growth, ["--eta", "inf"], "eta must be finite and in (0.0, inf)"),
+    (rank_growth, ["--et", "0.1"], "unrecognized arguments: --et"),     # no abbreviations
+    (sparse_bigrams, ["--step", "10"], "unrecognized arguments: --step"),
 ]
 
 
 @pytest.mark.parametrize("demo, argv, match", BAD_SETTINGS,
                          ids=[f"{d.NAME}:{' '.join(a)}" for d, a, _ in BAD_SETTINGS])
-def test_bad_settings_exit_2_naming_the_parameter(demo, argv, match, capsys):
+def test_bad_settings_exit_2_naming_the_parameter(demo, argv, match, tmp_path, monkeypatch,
+                                                  capsys):
+    monkeypatch.setattr(demo, "run", lambda *a, **k: pytest.fail("refused before training"))
+    with pytest.raises(SystemExit) as info:
+        demo.main(argv + ["--out", str(tmp_path / "out")])
+    assert info.value.code == 2 and match in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()                # refused before creating anything
+
+
+def _no_training(monkeypatch, demo):
+    monkeypatch.setattr(demo, "run", lambda *a, **k: pytest.fail("must be refused before training"))
+
+
+def _refused(demo, argv, capsys) -> str:
+    """Run ``demo.main(argv)``, assert exit 2, return its single stderr line."""
     with pytest.raises(SystemExit) as info:
         demo.main(argv)
-    assert info.value.code == 2 and match in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("demo", list(TINY), ids=lambda m: m.NAME)
+def test_out_that_is_a_file_is_refused_before_training(demo, tmp_path, monkeypatch, capsys):
+    _no_training(monkeypatch, demo)
+    afile = tmp_path / "results.txt"
+    afile.write_text("mine")
+    assert "is an existing file" in _refused(demo, ["--out", str(afile)], capsys)
+    assert "which is a file" in _refused(demo, ["--out", str(afile / "sub")], capsys)
+    assert afile.read_text() == "mine"
+
+
+def test_empty_and_unwritable_out_are_refused_before_training(tmp_path, monkeypatch, capsys):
+    _no_training(monkeypatch, rank_growth)
+    assert "empty path" in _refused(rank_growth, ["--out", ""], capsys)
+    assert "empty path" in _refused(rank_growth, ["--out", "  "], capsys)
+    # a folder that cannot be created (root may write anywhere else, so use /proc)
+    assert "cannot be written" in _refused(rank_growth, ["--out", "/proc/minitheory/out"], capsys)
+    monkeypatch.setattr(_common.os, "access", lambda *a: False)      # a read-only parent
+    assert "is not writable" in _refused(rank_growth, ["--out", str(tmp_path / "new")], capsys)
+
+
+def test_out_folder_is_created_before_training(tmp_path, monkeypatch):
+    out = tmp_path / "a" / "b"
+
+    def run(cfg, progress=None):
+        assert out.is_dir()                               # exists when training starts
+        raise KeyboardInterrupt
+    monkeypatch.setattr(rank_growth, "run", run)
+    assert rank_growth.main(TINY[rank_growth] + ["--out", str(out)]) == 130
+
+
+def test_sizes_that_cannot_fit_are_refused_with_the_estimate(monkeypatch, capsys):
+    monkeypatch.setattr(_common, "available_memory", lambda: 8 * 10**9)
+    for demo, argv, option in ((rank_growth, ["--n-seq", "100000000000"], "--n-seq 100000000000"),
+                               (bigram_scale, ["--Ns", "5000"], "--Ns 5000")):
+        _no_training(monkeypatch, demo)
+        err = _refused(demo, argv, capsys)
+        assert "needs about" in err and option in err and "8 GB is available" in err
+    # the defaults fit in that much memory
+    _common.parse(bigram_scale.Config, [], prog="t", description="", default_out="x",
+                  memory_estimate=bigram_scale.memory_estimate)
+
+
+def test_help_shows_plain_defaults_and_distinct_metavars(capsys):
+    for demo in TINY:
+        with pytest.raises(SystemExit):
+            demo.main(["--help"])
+        text = capsys.readouterr().out
+        assert "np.float64" not in text and "np.int" not in text, demo.NAME
+        assert "(default: " in text
+    with pytest.raises(SystemExit):
+        lowrank_sparse.main(["--help"])
+    text = capsys.readouterr().out
+    assert "--M M " in text and "--m m " in text
+    assert "(default: 0.0 0.1 0.2" in text                 # prune rates as typed
+
+
+def test_replot_refuses_training_options_and_other_demos_runs(completed, tmp_path, capsys):
+    tmp_path = _copy(completed, rank_growth, tmp_path)
+    err = _refused(rank_growth, ["--replot", "--eta", "0.01", "--out", str(tmp_path)], capsys)
+    assert "takes no training options (got --eta)" in err
+    err = _refused(lowrank_sparse, ["--replot", "--out", str(tmp_path)], capsys)
+    assert "holds a run of the rank_growth demo, not of lowrank_sparse" in err
+    # an older folder without the demo's name: the foreign options are named
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["demo"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    err = _refused(sparse_bigrams, ["--replot", "--out", str(tmp_path)], capsys)
+    assert "are not sparse_bigrams's" in err and "n_seq" in err
+
+
+def test_replot_of_a_truncated_metrics_file_is_one_line(completed, tmp_path, capsys):
+    tmp_path = _copy(completed, rank_growth, tmp_path)
+    data = (tmp_path / "metrics.npz").read_bytes()
+    (tmp_path / "metrics.npz").write_bytes(data[: len(data) // 2])
+    assert rank_growth.main(["--replot", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be read" in err and "Traceback" not in err
+
+
+def test_show_without_a_display_is_refused_before_training(monkeypatch, tmp_path, capsys):
+    _no_training(monkeypatch, rank_growth)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("MPLBACKEND", "QtAgg")           # an interactive backend, but no display
+    if sys.platform.startswith("linux"):
+        assert "no display" in _refused(rank_growth, ["--show", "--out", str(tmp_path)], capsys)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    assert "only writes files" in _refused(rank_growth, ["--show", "--out", str(tmp_path)], capsys)
+
+
+def test_results_are_written_atomically(completed, tmp_path, monkeypatch, capsys):
+    tmp_path = _copy(completed, rank_growth, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def interrupted_save(fh, **arrays):
+        fh.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(_common.np, "savez_compressed", interrupted_save)
+    assert rank_growth.main(TINY[rank_growth] + ["--seed", "5", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "while saving" in err and "Traceback" not in err
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert after == before                               # the earlier run intact, no temp file
+
+
+PHASES = {"before training": lambda demo: (demo, "run"), "reporting": lambda demo: (demo, "report")}
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+@pytest.mark.parametrize("demo", list(TINY), ids=lambda m: m.NAME)
+def test_ctrl_c_in_any_phase_exits_130_and_keeps_what_was_computed(demo, phase, tmp_path,
+                                                                   monkeypatch, capsys):
+    owner, name = PHASES[phase](demo)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(owner, name, interrupt)
+    assert demo.main(TINY[demo] + ["--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "Ctrl-C" in err and "Traceback" not in err and str(tmp_path) in err
+    m = load_metrics(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["demo"] == demo.NAME
+    if phase == "before training":
+        assert str(m["stopped_reason"]) == "interrupted"
+    else:              # training finished: complete metrics, and --replot is offered
+        assert "stopped_reason" not in m and "--replot" in err
+        assert not (tmp_path / f"{PNGS[demo][0]}.png").exists()
+
+
+def test_ctrl_c_during_algorithm_1_and_after_training(tmp_path, monkeypatch, capsys):
+    from minitheory.rank_growth import incremental
+    from minitheory.lowrank_sparse import analysis
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(incremental, "incremental_learning", interrupt)
+    assert rank_growth.main(TINY[rank_growth] + ["--out", str(tmp_path / "rg")]) == 130
+    assert "Traceback" not in capsys.readouterr().err
+    assert str(load_metrics(tmp_path / "rg")["stopped_reason"]) == "interrupted"
+    # lowrank_sparse: Ctrl-C while pruning keeps the training curves already computed
+    monkeypatch.setattr(analysis, "pruning_curve", interrupt)
+    assert lowrank_sparse.main(TINY[lowrank_sparse] + ["--out", str(tmp_path / "ls")]) == 130
+    err = capsys.readouterr().err
+    assert "while truncating, taking spectra and pruning" in err
+    m = load_metrics(tmp_path / "ls")
+    assert m["test_hinge"].shape[0] == 7 and "rank_all_hinge" in m and int(m["stopped_step"]) == 6
+
+
+def test_ctrl_c_during_replot_exits_130(completed, tmp_path, monkeypatch, capsys):
+    tmp_path = _copy(completed, rank_growth, tmp_path)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(rank_growth, "plot", interrupt)
+    assert rank_growth.main(["--replot", "--out", str(tmp_path)]) == 130
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_allocator_is_tuned_by_the_entry_point_not_by_argument_parsing(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(_common, "tune_allocator", lambda: calls.append(1) or True)
+    _common.parse(rank_growth.Config, TINY[rank_growth], prog="t", description="",
+                  default_out=str(tmp_path))
+    assert calls == []
+    monkeypatch.setattr(rank_growth, "run", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert rank_growth.main(TINY[rank_growth] + ["--out", str(tmp_path)]) == 130
+    assert calls == [1]
+    with pytest.raises(SystemExit):                       # a refused option: not tuned
+        rank_growth.main(["--eta", "-1"])
+    assert calls == [1]

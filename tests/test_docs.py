@@ -8,8 +8,9 @@ import minitheory
 MODULES = [importlib.import_module(m.name)
            for m in pkgutil.walk_packages(minitheory.__path__, "minitheory.")
            if not m.name.endswith("__main__")]
-EQUATION_MODULES = ("rank_growth.model", "rank_growth.incremental", "rank_growth.training",
-                    "lowrank_sparse.model", "lowrank_sparse.analysis", "sparse_bigrams.model",
+EQUATION_MODULES = ("rank_growth.reference", "rank_growth.model", "rank_growth.incremental",
+                    "rank_growth.training", "lowrank_sparse.reference", "lowrank_sparse.model",
+                    "lowrank_sparse.analysis", "sparse_bigrams.reference", "sparse_bigrams.model",
                     "sparse_bigrams.training", "sparse_bigrams.population", "primitives")
 
 

@@ -1,42 +1,129 @@
+"""The softmax and its VJP: the textbook reference against per-row scalar oracles (with planted
+wrong versions that the oracles must reject), and the fast twin against the reference."""
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from minitheory.gradcheck import check_gradients
-from minitheory.primitives import shifted_exp, softmax, softmax_vjp
+from minitheory.primitives import fast_softmax, shifted_exp, softmax, softmax_vjp
 from strategies import scales, seeds
 
 shapes = st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple)
-rowlen = st.sampled_from([1, 2, 7, 33, 60])          # both sides of the short-row path
+rowlen = st.sampled_from([1, 2, 7, 33, 60])          # both sides of the fast twin's short-row path
+both = pytest.mark.parametrize("smax", [softmax, fast_softmax], ids=["reference", "fast"])
 
 
+# --------------------------------------------------------------------------------------------
+# Oracles: one row at a time, the scalar definitions
+# --------------------------------------------------------------------------------------------
+def oracle_softmax(z):
+    """s_i = exp(z_i) / sum_k exp(z_k) along the last axis, a Python loop per row."""
+    out = np.empty_like(z)
+    for idx in np.ndindex(z.shape[:-1]):
+        e = [math.exp(v) for v in z[idx]]
+        out[idx] = [v / sum(e) for v in e]
+    return out
+
+
+def oracle_softmax_vjp(s, g):
+    """J g per row with the dense Jacobian J = diag(s) - s s^T (tiny rows only)."""
+    out = np.empty_like(g)
+    for idx in np.ndindex(s.shape[:-1]):
+        J = np.diag(s[idx]) - np.outer(s[idx], s[idx])
+        out[idx] = J @ g[idx]
+    return out
+
+
+def assert_softmax_matches_oracle(smax, z):
+    np.testing.assert_allclose(smax(z), oracle_softmax(z), rtol=1e-13, atol=1e-300)
+
+
+def assert_vjp_matches_oracle(vjp, s, g):
+    np.testing.assert_allclose(vjp(s, g), oracle_softmax_vjp(s, g), rtol=1e-12, atol=1e-15)
+
+
+@both
+@given(shape=shapes, n=st.integers(1, 6), seed=seeds, scale=scales)
+def test_softmax_matches_the_scalar_oracle(smax, shape, n, seed, scale):
+    z = 3 * scale * np.random.default_rng(seed).standard_normal(shape + (n,))
+    assert_softmax_matches_oracle(smax, z.copy())
+
+
+@given(shape=shapes, n=st.integers(1, 6), seed=seeds, scale=scales)
+def test_vjp_matches_the_dense_jacobian(shape, n, seed, scale):
+    rng = np.random.default_rng(seed)
+    s = softmax(3 * scale * rng.standard_normal(shape + (n,)))
+    g = rng.standard_normal(s.shape)
+    assert_vjp_matches_oracle(softmax_vjp, s, g)
+    # along another axis: the same rows, moved
+    np.testing.assert_allclose(softmax_vjp(s.swapaxes(-1, 0), g.swapaxes(-1, 0), axis=0),
+                               oracle_softmax_vjp(s, g).swapaxes(-1, 0), rtol=1e-12, atol=1e-15)
+
+
+def test_oracles_reject_planted_wrong_softmaxes():
+    # a test of the tests: the wrong normalization axis, and a VJP without its row term
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((3, 4))
+    with pytest.raises(AssertionError):
+        assert_softmax_matches_oracle(lambda z: softmax(z, axis=0), z)
+    with pytest.raises(AssertionError):
+        assert_softmax_matches_oracle(np.exp, z)                        # never normalized
+    s, g = softmax(z), rng.standard_normal(z.shape)
+    with pytest.raises(AssertionError):
+        assert_vjp_matches_oracle(lambda s, g: s * g, s, g)              # no row term
+    with pytest.raises(AssertionError):
+        assert_vjp_matches_oracle(lambda s, g: softmax_vjp(s, g, axis=0), s, g)
+    assert_softmax_matches_oracle(softmax, z)                           # the control
+    assert_vjp_matches_oracle(softmax_vjp, s, g)
+
+
+@both
+@pytest.mark.parametrize("row", [[0.0, 800.0], [800.0, 801.0, 1000.0], [-800.0, -1000.0],
+                                 [-1e4, -1e4 - 1.0], [1e4, 1e4], [-745.0, -746.0]])
+def test_guard_rows_beyond_the_range_of_exp(smax, row):
+    # every exponential of such a row alone would overflow or vanish; shifted, the row is finite
+    z = np.array([row, row[::-1]])
+    s = smax(z.copy())
+    assert np.all(np.isfinite(s))
+    np.testing.assert_allclose(s.sum(-1), 1.0, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(s, oracle_softmax(z - z.max(-1, keepdims=True)), rtol=1e-13,
+                               atol=1e-300)
+
+
+@both
 @given(shape=shapes, n=rowlen, seed=seeds, scale=st.floats(0.1, 50.0))
-def test_rows_sum_to_one_and_shift_invariant(shape, n, seed, scale):
+def test_rows_sum_to_one_and_shift_invariant(smax, shape, n, seed, scale):
     rng = np.random.default_rng(seed)
     z = scale * rng.standard_normal(shape + (n,))
-    s = softmax(z)
+    s = smax(z.copy())
     np.testing.assert_allclose(s.sum(-1), 1.0, rtol=0, atol=1e-13)
     assert np.all(s >= 0)
     shift = 100 * rng.standard_normal(shape + (1,))
-    np.testing.assert_allclose(softmax(z + shift), s, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(smax(z + shift), s, rtol=1e-12, atol=1e-15)
 
 
+@both
 @given(n=rowlen, seed=seeds)
-def test_finite_at_extreme_logits(n, seed):
+def test_finite_at_extreme_logits(smax, n, seed):
     rng = np.random.default_rng(seed)
     z = rng.choice([-1e4, 1e4], size=(3, n))
-    s = softmax(z)
+    s = smax(z.copy())
     assert np.all(np.isfinite(s))
     np.testing.assert_allclose(s.sum(-1), 1.0, atol=1e-14)
     big = z == z.max(-1, keepdims=True)               # the mass sits on the maxima, equally
     np.testing.assert_allclose(s, big / big.sum(-1, keepdims=True), atol=1e-300)
 
 
-@given(n=rowlen, seed=seeds)
-def test_matches_definition(n, seed):
-    z = np.random.default_rng(seed).standard_normal((4, n))
-    e = np.exp(z)
-    np.testing.assert_allclose(softmax(z), e / e.sum(-1, keepdims=True), rtol=1e-13)
+@given(shape=shapes, n=rowlen, seed=seeds, scale=st.floats(0.1, 50.0))
+def test_fast_twin_equals_reference(shape, n, seed, scale):
+    z = scale * np.random.default_rng(seed).standard_normal(shape + (n,))
+    s = softmax(z)
+    np.testing.assert_allclose(fast_softmax(z.copy()), s, rtol=1e-13, atol=1e-300)
+    zc = z.copy()
+    assert fast_softmax(zc, out=zc) is zc                               # in place, same values
+    np.testing.assert_allclose(zc, s, rtol=1e-13, atol=1e-300)
 
 
 @given(axis=st.integers(0, 2), seed=seeds)
@@ -70,12 +157,14 @@ def test_vjp_of_constant_cotangent_is_zero():
 
 
 @given(n=rowlen, seed=seeds)
-def test_both_paths_agree(n, seed):
+def test_both_paths_of_the_fast_twin_agree(n, seed):
     # |z| < 700 - log n skips the row-max shift; larger logits take the shifted path. By shift
     # invariance the same rows shifted by 1000 must give the same softmax.
     z = 5 * np.random.default_rng(seed).standard_normal((6, n))
-    np.testing.assert_allclose(softmax(z + 1000.0), softmax(z), rtol=1e-12, atol=1e-300)
-    np.testing.assert_allclose(softmax(z - 1000.0), softmax(z), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(fast_softmax(z + 1000.0), fast_softmax(z.copy()), rtol=1e-12,
+                               atol=1e-300)
+    np.testing.assert_allclose(fast_softmax(z - 1000.0), fast_softmax(z.copy()), rtol=1e-12,
+                               atol=1e-300)
 
 
 @given(n=rowlen, seed=seeds, shift=st.sampled_from([0.0, 1000.0, -1000.0]))

@@ -1,4 +1,5 @@
-"""The attention heads of the rank-growth paper: gradients and the invariants of spec (h)."""
+"""The attention heads of the rank-growth paper (fast twins, checked entry points): gradients, the
+invariances and fixed points the paper implies, and the input checks."""
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -115,7 +116,7 @@ def test_run_axis_equals_separate_runs():
 
 
 def test_reference_losses_of_the_toys():
-    # spec (b): L(0) = 6.881 (diagonal toy), 3.275 (non-diagonal toy), teacher sranks 1.69, 2.00
+    # the project's toys: L(0) = 6.881 (diagonal), 3.275 (non-diagonal)
     X, Y = data.diagonal_toy(0, 256, 8, 4)
     assert 0.5 * np.sum(Y**2) / 256 == pytest.approx(6.881, abs=5e-4)
     X, Y, M, N = data.full_toy(0, 256, 8, 6)

@@ -15,9 +15,23 @@ def test_messages_name_the_parameter_and_range():
         check_int("n", 2.0)
     with pytest.raises(TypeError, match="n must be an integer"):
         check_int("n", True)
-    with pytest.raises(ValueError, match=r"n must be in \[1, inf\], got 0"):
+    with pytest.raises(ValueError, match=r"n must be in \[1, inf\), got 0"):
         check_int("n", 0, low=1)
+    with pytest.raises(ValueError, match=r"n must be in \(-inf, 3\], got 4"):
+        check_int("n", 4, high=3)
     assert check_float("x", 0.5, low=0, high=1) == 0.5 and check_int("k", np.int64(3)) == 3
+
+
+def test_an_unbounded_side_is_stated_open_so_inf_is_never_promised():
+    # "--eta -1" and "--eta inf" state the same interval, and it excludes inf
+    msgs = []
+    for bad in (-1.0, float("inf")):
+        with pytest.raises(ValueError) as info:
+            check_float("eta", bad, low=0.0, low_open=True)
+        msgs.append(str(info.value))
+    assert all("(0.0, inf)" in m for m in msgs) and not any("inf]" in m for m in msgs)
+    with pytest.raises(ValueError, match=r"\(-inf, 1.0\]"):
+        check_float("x", -float("inf"), high=1.0)
 
 
 def test_arrays():

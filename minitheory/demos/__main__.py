@@ -23,14 +23,25 @@ def describe(name: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minitheory.demos",
+    parser = argparse.ArgumentParser(prog="python -m minitheory.demos", allow_abbrev=False,
                                      description="List the demos, or run them all.")
     parser.add_argument("--all", action="store_true", help="run every demo with its defaults")
-    parser.add_argument("--out", type=Path, default=Path("out"),
-                        help="with --all: each demo writes to OUT/NAME")
-    parser.add_argument("--skip", nargs="*", default=[], choices=DEMOS, metavar="NAME",
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="with --all: each demo writes to DIR/NAME (default: out)")
+    parser.add_argument("--skip", nargs="*", default=None, choices=DEMOS, metavar="NAME",
                         help="with --all: demos to leave out (e.g. bigram_scale, ~2 minutes)")
     args = parser.parse_args(argv)
+    given = [flag for flag, value in (("--out", args.out), ("--skip", args.skip)) if value is not None]
+    if given and not args.all:
+        parser.error(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only "
+                     f"with --all (without it the demos are listed, not run)")
+    args.out = Path("out") if args.out is None else args.out
+    args.skip = args.skip or []
+    if args.all:
+        from ._common import check_out
+        problem = check_out(str(args.out), replot=False)
+        if problem:
+            parser.error(problem)
     if not args.all:
         width = max(map(len, DEMOS))
         for name in DEMOS:

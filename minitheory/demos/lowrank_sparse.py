@@ -60,7 +60,7 @@ class Config:
                                    metadata={"help": "truncation ranks of Fig. 1 (<= d)"})
     spectra_steps: tuple[int, ...] = field(default=(1, 10, 20, 30),
                                            metadata={"help": "steps t of Fig. 2 (<= steps)"})
-    prune_rates: tuple[float, ...] = field(default=tuple(np.round(np.arange(0, 1, 0.1), 1)),
+    prune_rates: tuple[float, ...] = field(default=tuple(i / 10 for i in range(10)),
                                            metadata={"help": "pruning rates in [0, 1]"})
     n_random: int = field(default=5, metadata={"help": "random-pruning draws averaged"})
     cost: float = field(default=0.01, metadata={"help": "test-loss increase that counts as "
@@ -70,13 +70,16 @@ class Config:
         check_types(self)
         check_int("seed", self.seed, low=0)
         check_int("seeds", self.seeds, low=1, high=256)
+        check_int("steps", self.steps, low=1)       # before the options that depend on it
         self.data_config(), self.model_config(), self.sgd_config()     # validate the parts
         if not self.ranks or not self.spectra_steps or not self.prune_rates:
             raise ValueError("ranks, spectra_steps and prune_rates must each be non-empty")
         for i, r in enumerate(self.ranks):
-            check_int(f"ranks[{i}]", r, low=0, high=self.d)
+            check_int(f"ranks[{i}]", r, low=1, high=self.d)
+        if list(self.ranks) != sorted(set(self.ranks)):
+            raise ValueError(f"ranks must be strictly increasing, got {list(self.ranks)}")
         for i, t in enumerate(self.spectra_steps):
-            check_int(f"spectra_steps[{i}]", t, low=1, high=max(self.steps, 1))
+            check_int(f"spectra_steps[{i}]", t, low=1, high=self.steps)
         for i, rate in enumerate(self.prune_rates):
             check_float(f"prune_rates[{i}]", rate, low=0.0, high=1.0)
         check_int("n_random", self.n_random, low=1)
@@ -105,6 +108,14 @@ def run(cfg: Config, progress=None):
          "att_rel": h["att_rel"], "train_loss": h["train_loss"]}
     if error is not None:
         return m, None, error
+    with _common.keep_on_interrupt(m, "truncating, taking spectra and pruning after training",
+                                   step=cfg.steps):
+        _analyse(cfg, m, res, h)
+    return m, None, None
+
+
+def _analyse(cfg: Config, m: dict, res, h) -> None:
+    """Fill ``m`` with the truncation, spectra and pruning metrics of the trained ``res``."""
     p, p0, test = res.params, res.params0, res.test
     full = analysis.evaluate(p, *test)
     m["full_hinge"], m["full_att"] = full[0], full[2]
@@ -129,7 +140,6 @@ def run(cfg: Config, progress=None):
     for order in analysis.PRUNE_ORDERS:
         m[f"prune_{order}"] = analysis.pruning_curve(p, test, cfg.prune_rates, order, rng,
                                                      n_draws=cfg.n_random)
-    return m, None, None
 
 
 def first_costly_rate(curve: np.ndarray, rates: np.ndarray, cost: float) -> np.ndarray:
@@ -252,11 +262,16 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
     ax.axhline(m["init_row_scale"], color="k", ls="--", lw=1, label="init scale ξ√(m_a/m)")
     ax.set(xlabel="neuron i (sorted by row norm)", ylabel="‖W_O[i, :]‖ (log)", yscale="log",
            title="(a) sorted row norms of the trained W_O")
+    _common.integer_ticks(ax.xaxis)
     ax.legend(fontsize=8, loc="upper left")
     ax = axes[1]
     for order in analysis.PRUNE_ORDERS:
         _common.plot_band(ax, m["prune_rates"], m[f"prune_{order}"], marker="o", label=order)
-    ax.set(xlabel="pruning rate R (fraction of rows of W_O zeroed)", ylabel="test hinge loss",
+    base = m["prune_magnitude"][np.argmin(m["prune_rates"])].mean()
+    ax.axhline(base + cfg.cost, color="0.5", ls=":", lw=1,
+               label=f"unpruned + {cfg.cost} (counted as a cost)")
+    ax.set(xlabel="pruning rate R (fraction of rows of W_O zeroed)", ylabel="test hinge loss (log)",
+           yscale="log",
            title="(b) pruning rows of W_O, no retraining")
     ax.legend(fontsize=8, loc="upper left")
     fig.suptitle(f"{PAPER}, Fig. 3: W_O is sparse, so magnitude pruning costs little" + seeds

@@ -1,20 +1,27 @@
 """Numerical checks of the two assumptions behind the incremental-learning limit (Boix-Adsera
-et al. 2023, Assumptions 4.4 and 4.5; figure R3).
+et al. 2023, Assumptions 4.4 and 4.5), by the paper's own protocol (App. A; its Fig. 3 of
+arXiv:2306.07042 v2, Fig. 2 of v1).
 
-(a) Stability (4.4): inside a plateau, multiply the *active* weights by (1 + 0.1 N(0, 1)) each
-and continue training: they return to the same plateau point. Adding 0.1 N(0, 1) to *all* weights
-instead lifts inactive coordinates from ~alpha to ~0.1 ~ alpha^0.1, which is not small on the
-log scale, and skips stages (shown as a counter-example).
-(b) Robustness (4.5): at t/log(1/alpha) = 0.9 add N(0, alpha^2) noise to every weight: the next
-jump happens at the same time and lands on the same plateau point.
+Both checks perturb one reference run at alpha = 1e-32 and continue training from the perturbed
+state (solid) next to the unperturbed run (dashed); only coordinates with |w_i| > 1e-5 are
+perturbed (``analysis.perturb_nonnegligible``), negligible ones are never touched.
+(a) Stability (4.4): at five random epochs, N(0, 0.05^2) noise on every non-negligible
+coordinate, then ``--epochs`` more epochs (the paper: 1000): the run returns to the plateau.
+(b) Robustness (4.5): at each epoch where a coordinate first exceeds 1e-5, N(0, 0.01^2) noise on
+the non-negligible coordinates: the next jump and the plateau it lands on are unchanged.
+(c) [project choice] counter-example of ours: adding 0.1 N(0, 1) to *all* weights inside a
+plateau lifts inactive coordinates from ~alpha to ~0.1, which is not small on the log scale,
+and skips stages. Full-batch GD: one epoch is one step [project choice; the paper used SGD].
 
-All runs (reference and perturbed) train together on one run axis.
+With ``--paper-toy`` the same checks run on the paper's App. A toy (1000 samples, d = 50).
 
-    python -m minitheory.demos.rank_growth_assumptions [--out DIR] [--show] [--help]
+    python -m minitheory.demos.rank_growth_assumptions [--paper-toy] [--out DIR] [--show]
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
+import types
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,138 +32,150 @@ from ..validation import TrainingStopped, check_float, check_int, check_types
 from . import _common
 
 NAME = "rank_growth_assumptions"
-D = len(data.A_STAR)                                # the toy's teacher fixes the dimension
-RUNS = ("reference", "stability: active weights x (1 + s N)", "all weights + s N",
-        "robustness: all weights + N(0, alpha^2)")
+KINDS = ("4.4 stability", "4.5 robustness", "counter-example (ours)")
 
 
 @dataclass(frozen=True)
 class Config:
-    """Defaults: the diagonal toy of the spec at alpha = 1e-8 [project choice]."""
+    """Defaults: the diagonal toy at alpha = 1e-32 with the paper's protocol (App. A)."""
 
     seed: int = field(default=0, metadata={"help": "data from default_rng(seed), init from "
                                                    "seed + 1, perturbations from seed + 2"})
     n_seq: int = field(default=256, metadata={"help": "number of sequences"})
     n_tokens: int = field(default=8, metadata={"help": "tokens per sequence"})
-    alpha: float = field(default=1e-8, metadata={"help": "init scale, in (0, 1)"})
+    d: int = field(default=len(data.A_STAR), metadata={
+        "help": "embedding dimension (the default toy's teacher fixes it to 4)"})
+    alpha: float = field(default=1e-32, metadata={"help": "init scale, in (0, 1) (the paper: "
+                                                          "1e-32)"})
     eta: float = field(default=0.02, metadata={"help": "gradient-descent step"})
     tbar_max: float = field(default=2.6, metadata={"help": "train to t/log(1/alpha)"})
-    plateau: int = field(default=2, metadata={"help": "stability check inside the plateau after "
-                                                      "this stage of Algorithm 1 (1-based)"})
-    sigma: float = field(default=0.1, metadata={"help": "relative size of the stability "
-                                                        "perturbation"})
-    robustness_tbar: float = field(default=0.9, metadata={"help": "t/log(1/alpha) of the "
-                                                                  "N(0, alpha^2) perturbation"})
+    epochs: int = field(default=1000, metadata={"help": "epochs (= full-batch steps) trained "
+                                                        "after each perturbation (the paper: 1000)"})
+    n_stability: int = field(default=5, metadata={"help": "random epochs perturbed for 4.4"})
+    std_stability: float = field(default=0.05, metadata={"help": "noise std of 4.4 (paper: 0.05)"})
+    std_robustness: float = field(default=0.01, metadata={"help": "noise std of 4.5 (paper: "
+                                                                  "0.01)"})
+    negligible: float = field(default=1e-5, metadata={"help": "|w_i| at or below which a "
+                                                              "coordinate is never perturbed"})
+    plateau: int = field(default=2, metadata={"help": "counter-example: perturb inside the "
+                                                      "plateau after this stage (1-based)"})
+    sigma: float = field(default=0.1, metadata={"help": "counter-example: std of the noise "
+                                                        "added to all weights"})
     threshold: float = field(default=0.05, metadata={"help": "|w_i| above which a coordinate "
-                                                             "is active"})
+                                                             "is plotted and counted active"})
+    paper_toy: bool = field(default=False, metadata={
+        "help": "the paper's App. A toy (changes the defaults of the options above)"})
 
     def __post_init__(self):
         check_types(self)
         check_int("seed", self.seed, low=0)
         check_int("n_seq", self.n_seq, low=1)
         check_int("n_tokens", self.n_tokens, low=1)
+        check_int("d", self.d, low=1)
+        if not self.paper_toy and self.d != len(data.A_STAR):
+            raise ValueError(f"d must be {len(data.A_STAR)} for the default toy (its teacher), "
+                             f"got {self.d}; use --paper-toy for another d")
         check_float("alpha", self.alpha, low=0.0, high=1.0, low_open=True, high_open=True)
         check_float("eta", self.eta, low=0.0, low_open=True)
-        check_float("tbar_max", self.tbar_max, low=0.0, low_open=True, high=100.0)
-        check_int("plateau", self.plateau, low=1, high=4)
+        check_float("tbar_max", self.tbar_max, low=0.0, low_open=True, high=1000.0)
+        check_int("epochs", self.epochs, low=1)
+        check_int("n_stability", self.n_stability, low=1)
+        check_float("std_stability", self.std_stability, low=0.0, low_open=True, high=1.0)
+        check_float("std_robustness", self.std_robustness, low=0.0, low_open=True, high=1.0)
+        check_float("negligible", self.negligible, low=0.0, low_open=True, high=1.0)
+        check_int("plateau", self.plateau, low=1)
         check_float("sigma", self.sigma, low=0.0, low_open=True, high=1.0)
-        check_float("robustness_tbar", self.robustness_tbar, low=0.0, low_open=True,
-                    high=self.tbar_max, high_open=True)
         check_float("threshold", self.threshold, low=0.0, low_open=True)
 
 
-def train_with_events(params, X, Y, *, eta, n_steps, events, progress=None):
-    """Gradient descent on the run axis, applying ``events`` ``[(step, fn)]`` in step order.
+#: ``--paper-toy``: the App. A toy (arXiv v2); GD as in ``rank_growth --paper-toy`` [project
+#: choice]; 300 epochs after each perturbation instead of 1000, to fit the time budget.
+PAPER_TOY = dict(paper_toy=True, n_seq=data.PAPER_N_SEQ, n_tokens=data.PAPER_N_TOKENS,
+                 d=data.PAPER_D, eta=1.0, tbar_max=15.0, epochs=300, threshold=0.01)
 
-    ``fn(params) -> params`` perturbs the state at that step (before its update). The histories
-    of the segments are joined so every step appears once (the state after the event).
-    """
-    hists, step0 = [], 0
 
-    def joined(parts):
-        return {k: np.concatenate([h[k] for h in parts]) for k in parts[0]}
+def config_class(argv) -> type:
+    """``Config`` with the ``--paper-toy`` defaults when ``argv`` asks for them."""
+    if "--paper-toy" not in argv:
+        return Config
+    base = {f.name: f for f in dataclasses.fields(Config)}
+    return dataclasses.make_dataclass(
+        "Config", [(k, bool if k == "paper_toy" else type(v),
+                    field(default=v, metadata=base[k].metadata)) for k, v in PAPER_TOY.items()],
+        bases=(Config,), frozen=True)
 
-    for step, fn in sorted(events, key=lambda e: e[0]) + [(n_steps, None)]:
-        if step > step0:
-            try:
-                params, h = training.train_diagonal(params, X, Y, eta=eta,
-                                                    n_steps=step - step0, progress=progress)
-            except TrainingStopped as exc:              # keep the earlier segments too
-                part = dict(exc.partial[1], step=exc.partial[1]["step"] + step0)
-                exc.step += step0
-                exc.partial = (exc.partial[0], joined(hists + [part]) if len(part["step"])
-                               else joined(hists) if hists else part)
-                raise
-            h["step"] = h["step"] + step0
-            hists.append({k: v[:-1] for k, v in h.items()} if fn is not None else h)
-            step0 = step
-        if fn is not None:
-            params = fn(params)
-    return params, joined(hists)
+
+def toy(cfg):
+    """``X, Y`` of the chosen toy."""
+    if cfg.paper_toy:
+        X, Y, _, _ = data.paper_toy(cfg.seed, cfg.n_seq, cfg.n_tokens, cfg.d)
+        return X, Y
+    return data.diagonal_toy(cfg.seed, cfg.n_seq, cfg.n_tokens, cfg.d)
 
 
 def run(cfg: Config, progress=None):
-    """Run the reference and the three perturbed runs; returns ``(metrics, result, error)``."""
-    X, Y = data.diagonal_toy(cfg.seed, cfg.n_seq, cfg.n_tokens, D)
-    result = incremental.incremental_learning(X, Y)
+    """The reference run, then every perturbed branch on one run axis; ``(metrics, result, error)``."""
+    X, Y = toy(cfg)
+    result = incremental.incremental_learning(X, Y, euler_step=5.0 if cfg.paper_toy else 0.05)
     if cfg.plateau >= len(result.times):
         raise ValueError(f"plateau must be < the number of stages ({len(result.times)}), "
                          f"got {cfg.plateau}")
     rng = np.random.default_rng(cfg.seed + 2)
     log_inv = np.log(1.0 / cfg.alpha)
-    t_lo, t_hi = result.times[cfg.plateau - 1], result.times[cfg.plateau]
-    t_stab = rng.uniform(t_lo + 0.25 * (t_hi - t_lo), t_lo + 0.75 * (t_hi - t_lo))
-    step_stab = int(round(t_stab * log_inv / cfg.eta))
-    step_rob = int(round(cfg.robustness_tbar * log_inv / cfg.eta))
     n_steps = int(training.steps_for([cfg.alpha], cfg.tbar_max, cfg.eta)[0])
-
-    one = data.init_diagonal(np.random.default_rng(cfg.seed + 1), D, [cfg.alpha])
-    params0 = {k: np.repeat(v, len(RUNS), axis=0) for k, v in one.items()}
-    noise = {"active": rng.standard_normal((4, D)), "all": rng.standard_normal((4, D)),
-             "robust": rng.standard_normal((4, D))}
-    info = {}
-
-    def stability(p):
-        a, b = np.abs(p["w_K"][0] * p["w_Q"][0]), np.abs(p["w_V"][0] * p["w_O"][0])
-        active = {"w_K": a, "w_Q": a, "w_V": b, "w_O": b}
-        info["active"] = np.concatenate([a, b]) > cfg.threshold
-        out = {k: v.copy() for k, v in p.items()}
-        for i, k in enumerate(DIAG_KEYS):
-            mask = active[k] > cfg.threshold
-            out[k][1] = np.where(mask, p[k][1] * (1 + cfg.sigma * noise["active"][i]), p[k][1])
-            out[k][2] = p[k][2] + cfg.sigma * noise["all"][i]
-        return out
-
-    def robustness(p):
-        out = {k: v.copy() for k, v in p.items()}
-        for i, k in enumerate(DIAG_KEYS):
-            out[k][3] = p[k][3] + cfg.alpha * noise["robust"][i]
-        return out
-
+    p0 = data.init_diagonal(np.random.default_rng(cfg.seed + 1), cfg.d, [cfg.alpha])
     error = None
     try:
-        _, hist = train_with_events(params0, X, Y, eta=cfg.eta, n_steps=n_steps,
-                                    events=[(step_stab, stability), (step_rob, robustness)],
-                                    progress=progress)
+        _, ref = training.train_diagonal(p0, X, Y, eta=cfg.eta, n_steps=n_steps,
+                                         progress=progress)
     except TrainingStopped as exc:
-        error, hist = exc, exc.partial[1]
-    tbar = analysis.rescaled_time(hist["step"], cfg.eta, [cfg.alpha] * len(RUNS))
-    w = np.concatenate([hist["a"], hist["b"]], axis=-1)
-    m = {"tbar": tbar, "loss": hist["loss"], "w": w, **result.to_metrics(),
-         "t_stability": t_stab,
-         "t_robustness": cfg.robustness_tbar, "active_at_perturbation": info.get("active", [])}
-    if error is not None:
-        return m, result, error
-    m["activation_times"] = analysis.activation_times(tbar, w, cfg.threshold)
-    dev = np.max(np.abs(w - w[:, :1]), axis=-1)                       # (K, R) vs reference
-    i_stab, i_end = (np.searchsorted(hist["step"], s) for s in (step_stab, step_rob))
-    m["deviation"] = dev
-    # End of the stability plateau: the last logged step before any run's next activation.
-    nxt = int(result.coordinate[cfg.plateau])
-    t_next = m["activation_times"][:2, nxt].min()
-    m["i_before_next"] = int(np.searchsorted(tbar[:, 0], t_next) - 1)
-    m["i_stab"], m["i_rob"] = int(i_stab), int(i_end)
-    return m, result, None
+        return {"stage": "reference"}, result, exc
+    w_ref = np.concatenate([ref["a"][:, 0], ref["b"][:, 0]], axis=-1)          # (K, p)
+    # Perturbation epochs: 4.4 at n_stability random epochs, 4.5 where a coordinate first
+    # exceeds `negligible`, the counter-example inside the chosen plateau.
+    last = n_steps - 1
+    stab = np.sort(rng.choice(np.arange(1, last), cfg.n_stability, replace=False))
+    above = np.abs(w_ref) > cfg.negligible
+    first = np.where(above.any(0), np.argmax(above, axis=0), -1)
+    rob = np.unique(first[(first > 0) & (first < last)])
+    t_lo, t_hi = result.times[cfg.plateau - 1], result.times[cfg.plateau]
+    t_c = rng.uniform(t_lo + 0.25 * (t_hi - t_lo), t_lo + 0.75 * (t_hi - t_lo))
+    counter = min(int(round(t_c * log_inv / cfg.eta)), last)
+    starts = np.concatenate([stab, rob, [counter]]).astype(int)
+    kind = np.concatenate([np.zeros(len(stab)), np.ones(len(rob)), [2]]).astype(int)
+    windows = np.minimum(np.where(kind == 2, n_steps, cfg.epochs), n_steps - starts)
+    # The state at each start, rebuilt from the logged products and conserved quantities.
+    state = {}
+    for (u_k, v_k, w_key, c_key) in (("w_K", "w_Q", "a", "c_KQ"), ("w_V", "w_O", "b", "c_VO")):
+        sp = np.sign(p0[u_k][0] + p0[v_k][0])
+        sm = np.sign(p0[u_k][0] - p0[v_k][0])
+        u, v = analysis.factors_from_products(ref[w_key][starts, 0], ref[c_key][starts, 0], sp, sm)
+        state[u_k], state[v_k] = u, v
+    branches = {k: state[k].copy() for k in DIAG_KEYS}
+    masks = np.zeros((len(starts), 2 * cfg.d), dtype=bool)
+    for std, sel in ((cfg.std_stability, kind == 0), (cfg.std_robustness, kind == 1)):
+        pert, mask = analysis.perturb_nonnegligible({k: v[sel] for k, v in state.items()}, rng,
+                                                    std, cfg.negligible)
+        for k in DIAG_KEYS:
+            branches[k][sel] = pert[k]
+        masks[sel] = mask
+    noise = rng.standard_normal((4, cfg.d))
+    for i, k in enumerate(DIAG_KEYS):                       # counter-example: all weights
+        branches[k][-1] = state[k][-1] + cfg.sigma * noise[i]
+    masks[-1] = True
+    m = {"tbar_ref": analysis.rescaled_time(ref["step"], cfg.eta, [cfg.alpha])[:, 0],
+         "loss_ref": ref["loss"][:, 0], "w_ref": w_ref, "starts": starts, "kind": kind,
+         "windows": windows, "perturbed": masks, **result.to_metrics()}
+    try:
+        _, hb = training.train_diagonal(branches, X, Y, eta=cfg.eta, n_steps=windows,
+                                        progress=progress)
+    except TrainingStopped as exc:
+        error, hb = exc, exc.partial[1]
+    m["w_branch"] = np.concatenate([hb["a"], hb["b"]], axis=-1)                  # (Kb, B, p)
+    m["loss_branch"] = hb["loss"]
+    m["w_start_branch"] = np.concatenate([branches["w_K"] * branches["w_Q"],
+                                          branches["w_V"] * branches["w_O"]], axis=-1)
+    return m, result, error
 
 
 def context(m: dict):
@@ -164,69 +183,91 @@ def context(m: dict):
     return incremental.IncrementalResult.from_metrics(m)
 
 
+def branch_rows(cfg: Config, m: dict, result):
+    """Per branch: kind, epoch, t, #perturbed, max|w - w_ref| after the perturbation and at the
+    end of its window, whether the same coordinates are active at the end, next activation."""
+    rows = []
+    for j, (s, kd, win) in enumerate(zip(m["starts"], m["kind"], m["windows"])):
+        ref = m["w_ref"][s:s + win + 1]
+        br = m["w_branch"][:win + 1, j]
+        dev0 = np.max(np.abs(m["w_start_branch"][j] - m["w_ref"][s]))
+        dev1 = np.max(np.abs(br[-1] - ref[-1]))
+        same = np.array_equal(np.abs(br[-1]) > cfg.threshold, np.abs(ref[-1]) > cfg.threshold)
+        rows.append([KINDS[kd], int(s), float(m["tbar_ref"][s]),
+                     int(m["perturbed"][j].sum()), f"{dev0:.2e}", f"{dev1:.2e}",
+                     "yes" if same else "no", f"{m['loss_branch'][win, j]:.3g} vs "
+                     f"{m['loss_ref'][s + win]:.3g}"])
+    return rows
+
+
 def report(cfg: Config, m: dict, result) -> str:
-    """Numbers behind the two checks."""
-    names = result.names()
-    nxt_stab = names[cfg.plateau]
-    k_rob = int(np.searchsorted(result.times, cfg.robustness_tbar))
-    nxt_rob = names[k_rob] if k_rob < len(names) else None
-    i_nxt_stab = result.coordinate[cfg.plateau]
-    t, dev, loss, act = m["tbar"][:, 0], m["deviation"], m["loss"], m["activation_times"]
-    j_rob_end = np.searchsorted(t, result.times[k_rob + 1]) if k_rob + 1 < len(result.times) \
-        else len(t) - 1
-    i13 = min(np.searchsorted(t, 1.3), len(t) - 1)
-    rows = [
-        ["(a) stability", f"t = {m['t_stability']:.3f}", f"{dev[m['i_stab'], 1]:.3g}",
-         f"{dev[m['i_before_next'], 1]:.2e} (before {nxt_stab})",
-         f"{nxt_stab}: {act[0, i_nxt_stab]:.3f} vs {act[1, i_nxt_stab]:.3f}"],
-        ["all weights (counter-ex.)", f"t = {m['t_stability']:.3f}", f"{dev[m['i_stab'], 2]:.3g}",
-         f"loss at t=1.3: {loss[i13, 2]:.3g} vs {loss[i13, 0]:.3g}", ""],
-    ]
-    if nxt_rob is not None:
-        i_rob = result.coordinate[k_rob]
-        rows.append(["(b) robustness", f"t = {cfg.robustness_tbar}", f"{dev[m['i_rob'], 3]:.1e}",
-                     f"{dev[j_rob_end, 3]:.2e} (next plateau)",
-                     f"{nxt_rob}: {act[0, i_rob]:.3f} vs {act[3, i_rob]:.3f}"])
-    return _common.format_table(["check", "perturbed at", "max|w - w_ref| after",
-                                 "max|w - w_ref| later", "next activation ref vs perturbed"],
-                                rows)
+    """Numbers behind the checks (compare the paper's Fig. 3 of arXiv v2)."""
+    return "\n".join([
+        f"Assumption checks by the paper's protocol (App. A; its Fig. 3 of arXiv v2), "
+        f"{'paper toy' if cfg.paper_toy else 'default toy'}, alpha = {cfg.alpha:.0e}; only "
+        f"coordinates with |w_i| > {cfg.negligible:g} perturbed; {cfg.epochs} epochs after each:",
+        _common.format_table(["check", "epoch", "t/log(1/a)", "#perturbed", "max|dw| after",
+                              "max|dw| at end", "same active set", "loss at end vs ref"],
+                             branch_rows(cfg, m, result))])
 
 
 def plot(cfg: Config, m: dict, result, out, show: bool):
-    """Figure R3: entries around each perturbation (solid perturbed, dashed reference) and loss."""
+    """(a) 4.4 and (b) 4.5: entries, solid perturbed over dashed reference; (c) ours: loss."""
     plt = _common.pyplot(show)
-    t, w, names = m["tbar"][:, 0], m["w"], [incremental.coordinate_name(i, D)
-                                              for i in range(2 * D)]
-    colors = plt.cm.tab10(np.arange(2 * D))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
-    for ax, r, t0, title in ((axes[0], 1, m["t_stability"], "(a) stability: active weights perturbed"),
-                             (axes[1], 3, cfg.robustness_tbar, "(b) robustness: N(0, α²) noise")):
-        for i in range(2 * D):
-            if np.max(np.abs(w[:, 0, i])) < cfg.threshold:
-                continue
-            ax.plot(t, w[:, 0, i], color=colors[i], ls="--", lw=1.2)
-            ax.plot(t, w[:, r, i], color=colors[i], lw=1.6, alpha=0.8, label=names[i])
-        ax.axvline(t0, color="r", lw=0.8, ls=":")
+    t, w = m["tbar_ref"], m["w_ref"]
+    p = w.shape[1]
+    names = [incremental.coordinate_name(i, p // 2) for i in range(p)]
+    shown = [i for i in range(p) if np.max(np.abs(w[:, i])) > cfg.threshold]
+    colors = {i: plt.cm.tab20(k % 20) for k, i in enumerate(shown)}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    for ax, kd, title in ((axes[0], 0, f"(a) Assumption 4.4: N(0, {cfg.std_stability}²) at "
+                                       f"{cfg.n_stability} random epochs"),
+                          (axes[1], 1, f"(b) Assumption 4.5: N(0, {cfg.std_robustness}²) at each "
+                                       f"first |w_i| > {cfg.negligible:g}")):
+        for i in shown:
+            ax.plot(t, w[:, i], color=colors[i], ls="--", lw=1.0, label=names[i])
+        for j in np.flatnonzero(m["kind"] == kd):
+            s, win = m["starts"][j], m["windows"][j]
+            for i in shown:
+                ax.plot(t[s:s + win + 1], m["w_branch"][:win + 1, j, i], color=colors[i],
+                        lw=1.8, alpha=0.8)
+            ax.axvline(t[s], color="r", lw=0.6, ls=":")
         ax.set(title=title, xlabel="t / log(1/α)", ylabel="entries of a and b")
-        ax.legend(fontsize=8, ncol=2, title="solid: perturbed, dashed: reference",
-                  title_fontsize=7)
+        ax.legend(fontsize=6, ncol=3, title="solid: perturbed, dashed: unperturbed",
+                  title_fontsize=7, loc="upper left")
     ax = axes[2]
-    for r, label in enumerate(RUNS):
-        ax.plot(t, m["loss"][:, r], lw=1.4, ls="--" if r == 0 else "-", label=label)
-    ax.plot(t, result.staircase(t), "k:", lw=1, label="Algorithm 1")
+    j = int(np.flatnonzero(m["kind"] == 2)[0])
+    s, win = m["starts"][j], m["windows"][j]
+    ax.plot(t, m["loss_ref"], "k--", lw=1.2, label="unperturbed")
+    ax.plot([], [], " ", label="(not in the paper)")
+    ax.plot(t[s:s + win + 1], m["loss_branch"][:win + 1, j], color="C3", lw=1.6,
+            label=f"all weights + {cfg.sigma} N(0, 1)")
+    ax.plot(t, result.staircase(t), color="0.5", ls=":", lw=1, label="Algorithm 1")
+    ax.axvline(t[s], color="r", lw=0.6, ls=":")
     ax.set_yscale("log")
-    ax.set_ylim(1e-6, 20)
-    ax.set(title="loss; perturbing all weights skips stages", xlabel="t / log(1/α)")
+    ax.set_ylim(max(1e-20, 0.1 * min(np.min(m["loss_ref"]),
+                                     np.min(m["loss_branch"][:win + 1, j]))), None)
+    ax.set(title=f"(c) ours [project choice]: all weights + {cfg.sigma} N(0, 1) skips stages",
+           xlabel="t / log(1/α)", ylabel="loss")
     ax.legend(fontsize=7)
-    fig.suptitle(f"Assumption checks at α = {cfg.alpha:.0e}")
+    fig.suptitle(f"Assumption checks, paper's protocol (App. A; reproduces its Fig. 3, arXiv v2 "
+                 f"= Fig. 2 of v1), "
+                 f"{f'paper toy, {cfg.n_seq} samples' if cfg.paper_toy else 'default toy'}, "
+                 f"α = {cfg.alpha:.0e}")
     fig.tight_layout()
-    paths = [_common.save_figure(fig, out, NAME, show)]
-    return paths
+    name = NAME + ("_paper_toy" if cfg.paper_toy else "")
+    return [_common.save_figure(fig, out, name, show)]
 
 
 def main(argv=None) -> int:
     """Command-line entry (``--help`` lists the options); returns the exit status."""
-    return _common.demo_main(sys.modules[__name__], argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cls = config_class(argv)
+    if cls is Config:
+        return _common.demo_main(sys.modules[__name__], argv)
+    demo = types.SimpleNamespace(NAME=NAME, Config=cls, run=run, report=report, plot=plot,
+                                 context=context, __doc__=__doc__)
+    return _common.demo_main(demo, argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Full softmax attention learns low-rank updates, one direction at a time (Boix-Adsera et al.
-2023, Sec. 5; figure R4).
+2023, Sec. 5; a planted-teacher analogue [project choice] of the paper's Figs. 4 and 7 of
+arXiv v2, which measure ViT and GPT-2).
 
-A full attention head (W_K, W_Q, W_V, W_O all d x d) trained by gradient descent from small
-initialization on a planted teacher with rank-2 key-query and rank-3 value-output products.
+A full attention head (W_K, W_Q, W_V of shape d x d_h, W_O of shape d_out x d_h) trained by
+gradient descent from small initialization on a planted teacher with low-rank key-query and
+value-output products (by default rank 2 and rank 3; ``--m-singular`` / ``--n-singular`` set
+the singular values, their count is the rank; ``--d-h``, ``--d-out`` the widths).
 Tracks the stable rank and singular values of the learned perturbations dM = M(t) - M(0),
 M = W_K W_Q^T, and dN = N(t) - N(0), N = W_V W_O^T, for several init scales at once.
 
@@ -25,13 +28,20 @@ NAME = "rank_growth_full"
 
 @dataclass(frozen=True)
 class Config:
-    """Defaults: the non-diagonal toy of the spec, section (b) [project choice]."""
+    """Defaults: the non-diagonal toy of ``data.full_toy`` [project choice]."""
 
     seed: int = field(default=0, metadata={"help": "data and teacher from default_rng(seed), "
                                                    "init from default_rng(seed + 1)"})
     n_seq: int = field(default=256, metadata={"help": "number of sequences (full batch)"})
     n_tokens: int = field(default=8, metadata={"help": "tokens per sequence"})
-    d: int = field(default=6, metadata={"help": "dimension (= head and output dimension); >= 3"})
+    d: int = field(default=6, metadata={"help": "token dimension d; >= 3"})
+    d_h: int = field(default=0, metadata={"help": "head dimension of the student W_K, W_Q, W_V, "
+                                                  "W_O (0: d); >= the teacher's ranks"})
+    d_out: int = field(default=0, metadata={"help": "output dimension (0: d)"})
+    m_singular: tuple[float, ...] = field(default=data.M_SINGULAR, metadata={
+        "help": "singular values of the teacher's M* = W_K W_Q^T, each > 0 (count = rank)"})
+    n_singular: tuple[float, ...] = field(default=data.N_SINGULAR, metadata={
+        "help": "singular values of the teacher's N* = W_V W_O^T, each > 0 (count = rank)"})
     alphas: tuple[float, ...] = field(default=(1.0, 1e-1, 1e-2, 1e-4, 1e-8, 1e-16),
                                       metadata={"help": "init scales, each in (0, 1]"})
     eta: float = field(default=0.02, metadata={"help": "gradient-descent step"})
@@ -48,6 +58,14 @@ class Config:
         check_int("n_seq", self.n_seq, low=1)
         check_int("n_tokens", self.n_tokens, low=1)
         check_int("d", self.d, low=3)
+        d_h, d_out = check_int("d_h", self.d_h, low=0), check_int("d_out", self.d_out, low=0)
+        d_h, d_out = d_h or self.d, d_out or self.d
+        for name, sv, most in (("m_singular", self.m_singular, min(self.d, d_h)),
+                               ("n_singular", self.n_singular, min(self.d, d_h, d_out))):
+            if len(sv) == 0 or len(sv) > most or any(not np.isfinite(v) or v <= 0 for v in sv):
+                raise ValueError(f"{name} must hold 1 to {most} singular values (rank <= d, d_h"
+                                 f"{', d_out' if name == 'n_singular' else ''}), each finite and "
+                                 f"> 0, got {list(sv)}")
         if len(self.alphas) == 0:
             raise ValueError("alphas must hold at least one init scale")
         for i, al in enumerate(self.alphas):
@@ -64,9 +82,11 @@ class Config:
 
 def run(cfg: Config, progress=None):
     """Train all init scales on one run axis; returns ``(metrics, None, error)``."""
-    X, Y, M_star, N_star = data.full_toy(cfg.seed, cfg.n_seq, cfg.n_tokens, cfg.d)
+    d_h, d_out = cfg.d_h or cfg.d, cfg.d_out or cfg.d
+    X, Y, M_star, N_star = data.full_toy(cfg.seed, cfg.n_seq, cfg.n_tokens, cfg.d, d_out=d_out,
+                                         m_singular=cfg.m_singular, n_singular=cfg.n_singular)
     alphas = np.asarray(cfg.alphas, dtype=np.float64)
-    params0 = data.init_full(np.random.default_rng(cfg.seed + 1), cfg.d, cfg.d, cfg.d, alphas)
+    params0 = data.init_full(np.random.default_rng(cfg.seed + 1), cfg.d, d_h, d_out, alphas)
     n_steps = np.where(alphas < 1, training.steps_for(alphas, cfg.tbar_max, cfg.eta),
                        cfg.steps_alpha_one)
     error = None
@@ -128,19 +148,29 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
         ax.legend(fontsize=7)
     ax = axes[0, 2]
     for r in np.flatnonzero(alphas == 1):
-        t = tbar[:, r]
-        ax.plot(t[norm_dM[:, r] > 1e-3], m["srank_dM"][norm_dM[:, r] > 1e-3, r], label="ΔM")
-        ax.plot(t[norm_dN[:, r] > 1e-3], m["srank_dN"][norm_dN[:, r] > 1e-3, r], label="ΔN")
+        t = tbar[:, r]           # at alpha = 1 "tbar" holds the step t itself
+        for key, nrm, color, name in (("dM", norm_dM, "tab:blue", "ΔM"),
+                                      ("dN", norm_dN, "tab:orange", "ΔN")):
+            live = nrm[:, r] > 1e-3
+            ax.plot(t[live], m[f"srank_{key}"][live, r], color=color, label=f"stable rank {name}")
+            ax.step(t[live], m[f"rank_{key}"][live, r], where="post", color=color, ls="--",
+                    label=f"numerical rank {name} (σ > {cfg.rank_threshold})")
         ax.set_xscale("log")
-        ax.legend(fontsize=8)
-    ax.set(title="α = 1 (large init): stable rank vs t", xlabel="t")
+        ax.set_ylim(0, cfg.d + 2.6)                 # headroom for the legend above the data
+        _common.integer_ticks(ax.yaxis)
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
+        ax.set_title(f"α = 1 (large init): numerical rank {int(m['rank_dM'][-1, r])} (ΔM), "
+                     f"{int(m['rank_dN'][-1, r])} (ΔN) of d = {cfg.d}", fontsize=11)
+    ax.set(xlabel="step t (log)", ylabel="rank")
     r = int(np.flatnonzero(alphas == cfg.detail_alpha)[0])
     keep = tbar[:, r] <= cfg.tbar_max
-    for ax, key, title in ((axes[1, 0], "sv_dM", "singular values of ΔM"),
-                           (axes[1, 1], "sv_dN", "singular values of ΔN")):
+    for ax, key, title in ((axes[1, 0], "sv_dM", "singular values of Δ(W_K W_Q^T)"),
+                           (axes[1, 1], "sv_dN", "singular values of Δ(W_V W_O^T)")):
         sv = np.maximum(m[key][keep, r], 1e-20)
         for k in range(sv.shape[-1]):
             ax.plot(tbar[keep, r], sv[:, k], label=f"σ_{k + 1}")
+        ax.axhline(cfg.rank_threshold, color="k", ls=":", lw=1,
+                   label=f"rank threshold {cfg.rank_threshold}")
         ax.set_yscale("log")
         ax.set_ylim(1e-16, 5)   # below: float64 rounding noise
         ax.set(title=f"{title}, α = {alphas[r]:.0e}", xlabel="t / log(1/α)")
@@ -152,10 +182,12 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
         ax.step(tbar[keep, r], m["rank_dN"][keep, r], where="post", color=colors[r],
                 label=f"α = {alphas[r]:.0e}")
     ax.set(title=f"numerical rank (σ > {cfg.rank_threshold}); solid ΔN, dashed ΔM",
-           xlabel="t / log(1/α)")
+           xlabel="t / log(1/α)", ylabel="rank")
+    _common.integer_ticks(ax.yaxis)
     ax.legend(fontsize=7)
-    fig.suptitle("Full attention head, planted rank-2 (KQ) / rank-3 (VO) teacher: "
-                 "directions are learned one at a time from small init")
+    fig.suptitle(f"Full attention head, planted rank-{len(cfg.m_singular)} (KQ) / "
+                 f"rank-{len(cfg.n_singular)} (VO) teacher: directions are learned one at a time "
+                 f"from small init (cf. paper Figs. 4-5, arXiv v2)")
     fig.tight_layout()
     paths = [_common.save_figure(fig, out, NAME, show)]
     return paths

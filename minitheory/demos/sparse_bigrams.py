@@ -68,6 +68,9 @@ class Config:
         data.check_sizes(self.N, self.T, self.Q)
         check_int("batch", self.batch, low=1)
         check_int("steps", self.steps, low=1)
+        if check_int("tau", self.tau, low=0) >= self.steps:
+            raise ValueError(f"tau must be in [0, steps - 1] = [0, {self.steps - 1}] (the "
+                             f"two-stage method enters stage 2 at step tau), got {self.tau}")
         check_int("log_every", self.log_every, low=1)
         check_float("level", self.level, low=0.0, low_open=True)
         self.method()
@@ -240,13 +243,11 @@ def plot(cfg: Config, m: dict, inst, out, show: bool):
         ax.axhline(cfg.level, color="0.75", lw=0.8, label=f"level {cfg.level:g}")
         ax.set(yscale="log", xlabel="iteration", ylabel=title, title=title)
     axes[0].plot([], [], "k*", ls="none", label="final solution")
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"Fig. 1 (arXiv:2410.23438v1): shared stage 1, then the proximal method vs "
                  f"SGD from the stage-1 endpoint\n(N={cfg.N}, T={cfg.T}, Q={cfg.Q}, batch "
                  f"{cfg.batch}; {sgd_claim(cfg, m)})",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    _common.legend_below(fig, axes[0], ncol=3)
     paths.append(_common.save_figure(fig, out, "sparse_bigrams_distances", show))
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
@@ -289,13 +290,11 @@ def plot(cfg: Config, m: dict, inst, out, show: bool):
         ax.axvline(tau, color="0.5", ls=":", lw=1)
         ax.set(xlabel="iteration", yscale="log", title=title,
                ylabel="1 − ⟨M, M*⟩_μ / (‖M‖_μ ‖M*‖_μ)")
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle("Fig. 4 (arXiv:2410.23438v1): similarity with the ground truth per "
                  "normalization, SGD dashed\n(cosine in the μ-weighted inner product, our "
                  "reading; plotted as 1 − similarity on a log scale: lower is better)",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    _common.legend_below(fig, axes[0], ncol=4)
     paths.append(_common.save_figure(fig, out, "sparse_bigrams_normalization", show))
 
     panels = [("true Q*", inst.Q_star)] + [(labels[n], m[f"{n}/A"][0]) for n in main[:2]]

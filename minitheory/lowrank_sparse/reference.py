@@ -114,8 +114,9 @@ def loss_and_grads_unchecked(params: dict, X: np.ndarray, y: np.ndarray):
 
 
 def loss_and_grads(params: dict, X: np.ndarray, y: np.ndarray):
-    r"""Checked :func:`loss_and_grads_unchecked`: the contract of
-    :func:`minitheory.lowrank_sparse.model.loss_and_grads` (loss a float without a run axis)."""
+    r"""Checked :func:`loss_and_grads_unchecked`: :math:`\frac1B\sum_b \max\{0, 1 - y_b F(X_b)\}`
+    and its gradients, with the contract of :func:`minitheory.lowrank_sparse.model.loss_and_grads`
+    (loss a float without a run axis)."""
     runs, X, y, squeeze = check_inputs(params, X, y)
     return drop_run_axis(loss_and_grads_unchecked(runs, X, y), squeeze)
 

@@ -57,3 +57,48 @@ def observed_plateau_losses(result: IncrementalResult, tbar: np.ndarray, loss: n
     mids = 0.5 * (result.times + ends)
     idx = np.clip(np.searchsorted(tbar, mids), 0, len(tbar) - 1)
     return loss[idx]
+
+
+def factors_from_products(w: np.ndarray, c: np.ndarray, sign_plus: np.ndarray,
+                          sign_minus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Recover the factors :math:`(u, v)` of a pair from :math:`w = u v` and :math:`c = u^2 - v^2`.
+
+    With :math:`S = \sqrt{4w^2 + c^2} = u^2 + v^2`: :math:`(u + v)^2 = S + 2w` and
+    :math:`(u - v)^2 = S - 2w`, the smaller of the two computed as :math:`c^2/(S + 2|w|)` (no
+    cancellation when :math:`|c| \ll |w|`, e.g. an active coordinate at :math:`\alpha = 10^{-32}`).
+    :math:`u + v` and :math:`u - v` keep their signs along gradient flow (:math:`d(u \pm v)/dt =
+    \mp (u \pm v)\,\partial_i\tilde L`, paper eq. 6) and along a GD step with
+    :math:`\eta |\partial_i \tilde L| < 1`, so ``sign_plus``, ``sign_minus`` are those of the
+    init. All arrays broadcast; returns ``u, v``.
+    """
+    S = np.sqrt(4.0 * w * w + c * c)
+    big = S + 2.0 * np.abs(w)
+    small = np.divide(c * c, big, out=np.zeros_like(big), where=big > 0)
+    plus2 = np.where(w >= 0, big, small)                    # (u + v)^2
+    minus2 = np.where(w >= 0, small, big)                   # (u - v)^2
+    p, q = sign_plus * np.sqrt(plus2), sign_minus * np.sqrt(minus2)
+    return 0.5 * (p + q), 0.5 * (p - q)
+
+
+def perturb_nonnegligible(params: dict, rng: np.random.Generator, std: float,
+                          threshold: float = 1e-5) -> tuple[dict, np.ndarray]:
+    r"""The paper's perturbation of its assumption checks (App. A, arXiv v2 Fig. 3): every
+    coordinate :math:`w_i` with :math:`|w_i| >` ``threshold`` gets :math:`N(0, \mathrm{std}^2)`
+    noise, the negligible ones are left untouched.
+
+    Here a coordinate is a pair of factors: :math:`a_j = w_{K,j} w_{Q,j}` or :math:`b_j = w_{V,j}
+    w_{O,j}`; both factors of a non-negligible pair get independent noise [project choice: the
+    paper's :math:`w_i` are the entries it plots, the products; the network is trained in the
+    factors]. ``params`` keys ``w_K, w_Q, w_V, w_O``, each ``(R, d)``. Returns the new params
+    (a copy) and the mask ``(R, 2d)`` of perturbed coordinates, ordered ``(a, b)``.
+    """
+    a = params["w_K"] * params["w_Q"]
+    b = params["w_V"] * params["w_O"]
+    mask = np.concatenate([np.abs(a) > threshold, np.abs(b) > threshold], axis=-1)
+    d = a.shape[-1]
+    out = {}
+    for k, m in (("w_K", mask[:, :d]), ("w_Q", mask[:, :d]), ("w_V", mask[:, d:]),
+                 ("w_O", mask[:, d:])):
+        noise = rng.standard_normal(params[k].shape) * std
+        out[k] = np.where(m, params[k] + noise, params[k])
+    return out, mask

@@ -1,220 +1,241 @@
-r"""The attention heads of Boix-Adsera, Littwin, Abbe, Bengio, Susskind (2023), Sec. 3.
+r"""The attention heads of Boix-Adsera, Littwin, Abbe, Bengio, Susskind (2023), arXiv:2306.07042
+v2, Sec. 3-5: the fast twins that the training loops call.
 
-One softmax attention head, written over the two products it depends on,
+**Read** :mod:`.reference` **first**: it has the same functions written term by term as the
+paper writes them,
 
 .. math::
     f(X) = \mathrm{smax}(X M X^\top)\, X N, \qquad M = W_K W_Q^\top,\quad N = W_V W_O^\top,
+    \qquad L = \tfrac12 \operatorname{mean}_s \|f(X_s) - Y_s\|_F^2,
 
-softmax row-wise over the ``n`` key positions, **no** :math:`1/\sqrt d` factor. The loss is the
-squared error averaged over sequences,
+(softmax row-wise over the ``n`` key positions, **no** :math:`1/\sqrt d` factor; the diagonal head
+:math:`M = \mathrm{diag}(a)`, :math:`N = \mathrm{diag}(b)`, :math:`a = w_K \odot w_Q`,
+:math:`b = w_V \odot w_O`). The functions here compute the same values (a test checks every loss
+and gradient against the reference to ``rtol = 1e-12``) in a layout that is faster on NumPy; each
+docstring names its reference twin.
 
-.. math:: L = \tfrac12 \operatorname{mean}_s \|f(X_s) - Y_s\|_F^2 .
+**Measured gain** over the reference twin, at the paper's sizes (diagonal toy ``n_seq = 256,
+n = 8, d = 4``; non-diagonal toy ``n_seq = 256, n = 8, d = d_h = d_out = 6``). Timed on 2 cores
+shared with a load average of 12-15, so only ranges are honest: each range is over repeated
+sessions of ``timeit`` (best of 5) and of the minimum over 60 interleaved calls; loss and
+gradients agree to ~1e-15. The low ends are single sessions; most fell in the upper half.
 
-Reading order: :func:`head_forward` / :func:`head_backward` (the core, over the products), then
-the two parametrizations:
+======================================  =====================  =====================
+fast twin (reference twin)              runs ``R`` = 5 or 6     ``R = 1``
+======================================  =====================  =====================
+:func:`diag_loss_and_grads_unchecked`   1.9-5.1x (``R = 5``)   1.8-2.7x
+:func:`ab_loss_and_grads_unchecked`     1.8-5.8x (``R = 5``)   1.3-2.1x
+:func:`full_loss_and_grads_unchecked`   1.4-3.1x (``R = 6``)   1.1-2.6x
+:func:`head_forward`                    1.9-3.9x (``R = 6``)   2.0-2.6x
+:func:`head_backward`                   1.3-4.2x (``R = 6``)   1.3-2.1x
+======================================  =====================  =====================
 
-* **diagonal head** (the paper's network class :math:`f(x; u \odot v)`): :math:`W_* = \mathrm{diag}(w_*)`,
-  so :math:`M = \mathrm{diag}(a)`, :math:`N = \mathrm{diag}(b)` with :math:`a = w_K \odot w_Q`,
-  :math:`b = w_V \odot w_O`; keys ``"w_K", "w_Q", "w_V", "w_O"``, each ``(d,)`` or ``(R, d)``.
-  Its loss and gradients (:func:`ab_loss_and_grads_unchecked`) are the core's at these diagonal products,
-  written in an O(d) form over the data arrays of :func:`diagonal_data` (computed once per
-  training run); a test checks it against the core;
-* **full head**: keys ``"W_K", "W_Q", "W_V"`` ``(d, d_h)``, ``"W_O"`` ``(d_out, d_h)``, each with an
-  optional leading run axis ``R``.
-
-A leading run axis ``R`` trains ``R`` independent models at once (e.g. the grid of init scales);
-the loss is then one value per run and each run's gradient is that of its own loss.
+:func:`head_backward` alone is near the 1.5x bar, but it is not separable: it reads the stacked
+layout that :func:`head_forward` writes, and the pair (:func:`products_loss_and_grads_unchecked`,
+what the training loop runs) gains as the full head does. The gains come from the stacked layout,
+the fast softmax VJP below, and :func:`~minitheory.primitives.fast_softmax` on rows of 8 entries.
 
 **Layout (for speed; the equations do not depend on it).** NumPy multiplies a stack of small
 matrices one BLAS call per matrix, so the cores stack the runs *inside* each sequence: the
-attention arrays are ``(N_seq, n R, n)``, one ``(n R, n)`` matrix per sequence holding every run's
+attention arrays are ``(n_seq, n R, n)``, one ``(n R, n)`` matrix per sequence holding every run's
 ``(n, n)`` block, and each product with ``X_s`` is one call per sequence instead of one per
-(run, sequence). In the backward pass the softmax VJP's row term :math:`\langle G_S, S\rangle`
-rides along as an extra column: with :math:`X_1 = [X, 1]` (:func:`augment`),
-:math:`G_S - \langle G_S, S\rangle\mathbf 1^\top = [F, -\langle G_S, S\rangle] X_1^\top` is one
-product. The diagonal head goes further and never normalizes the softmax at full size: with the
-numerator :math:`E = \exp(Z - c)` (:func:`~minitheory.primitives.shifted_exp`), one product
-:math:`E X_1 = [E X, E\mathbf 1]` gives :math:`S X` after dividing the small ``(n, d)`` part by
-the row sums (its ``(n, d)`` arrays are kept transposed, so that division runs over long rows).
+(run, sequence). **The softmax VJP, fast form** (both cores): :math:`G_S` is never formed. Since
+:math:`G_S = F X^\top` for a small ``(n, d)`` array :math:`F`, the row term of the VJP is
+:math:`\langle G_S, S\rangle_i = \sum_j F_{ij} (S X)_{ij}`, and with :math:`X_1 = [X, 1]`
+(:func:`augment`)
 
-Public functions validate their inputs; the ``_``-prefixed cores skip validation and are what the
-training loops call after validating once.
+.. math:: G_Z = S \odot (G_S - \langle G_S, S\rangle \mathbf 1^\top)
+             = S \odot \big([F,\ -\langle G_S, S\rangle]\, X_1^\top\big)
+
+is one product and one multiplication. The diagonal head goes further and never normalizes the
+softmax at full size: with the numerator :math:`E = \exp(Z - c)`
+(:func:`~minitheory.primitives.shifted_exp`), one product :math:`E X_1 = [E X, E\mathbf 1]` gives
+:math:`S X` after dividing the small ``(n, d)`` part by the row sums, and the same division
+turns :math:`E` into :math:`S` in the VJP (its ``(n, d)`` arrays are kept transposed, so that the
+elementwise steps run over long rows).
+
+The public entry points (:func:`loss_and_grads`, :func:`loss_and_grads_ab`,
+:func:`full_loss_and_grads`) validate their inputs (:mod:`.checks`) and call the ``*_unchecked``
+cores, which the training loops call directly after validating once.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..primitives import shifted_exp, softmax
-from ..validation import check_array
+from ..primitives import fast_softmax, shifted_exp
+from .checks import DIAG_KEYS, FULL_KEYS, check_full_params, check_params, check_XY, unrun
+from .reference import diag_products, full_products
 
-DIAG_KEYS = ("w_K", "w_Q", "w_V", "w_O")
-FULL_KEYS = ("W_K", "W_Q", "W_V", "W_O")
+__all__ = ["DIAG_KEYS", "FULL_KEYS", "augment", "head_forward", "head_backward",
+           "products_loss_and_grads_unchecked", "diag_products", "diagonal_data",
+           "ab_loss_and_grads_unchecked", "diag_loss_and_grads_unchecked", "loss_and_grads",
+           "loss_and_grads_ab", "full_products", "full_loss_and_grads_unchecked",
+           "full_loss_and_grads"]
 
 
 # --------------------------------------------------------------------------------------------
-# The core over the products (M, N)
+# The head over its products (M, N)
 # --------------------------------------------------------------------------------------------
 def augment(X: np.ndarray) -> np.ndarray:
-    r"""``X1 = [X, 1]`` ``(N_seq, n, d+1)``: for any ``E``, :math:`E X_1 = [E X,\ E \mathbf 1]`.
+    r"""``X1 = [X, 1]`` ``(n_seq, n, d+1)``: for any ``E``, :math:`E X_1 = [E X,\ E \mathbf 1]`.
 
     One product then gives a softmax-weighted sum of the rows of ``X`` and its normalizer.
     """
     return np.concatenate([X, np.ones(X.shape[:-1] + (1,))], axis=-1)
 
 
-def head_forward(M: np.ndarray, Nm: np.ndarray, X: np.ndarray, X1: np.ndarray | None = None):
-    r"""Attention head output :math:`f(X) = \mathrm{smax}(X M X^\top)\, X N` for ``R`` runs.
+def head_forward(M: np.ndarray, N: np.ndarray, X: np.ndarray, X1: np.ndarray | None = None):
+    r"""Fast twin of :func:`.reference.head_forward`: :math:`f(X) = \mathrm{smax}(X M X^\top)\, X N`
+    for ``R`` runs, the runs stacked inside each sequence (gain: module docstring).
 
     .. math:: Z = X M X^\top,\quad S = \mathrm{smax}(Z),\quad f = (S X) N .
 
     Parameters
     ----------
     M : ``(R, d, d)`` key-query product :math:`W_K W_Q^\top`.
-    Nm : ``(R, d, d_out)`` value-output product :math:`W_V W_O^\top`.
-    X : ``(N_seq, n, d)`` input sequences (shared by all runs).
+    N : ``(R, d, d_out)`` value-output product :math:`W_V W_O^\top`.
+    X : ``(n_seq, n, d)`` input sequences (shared by all runs).
     X1 : optional :func:`augment` ``(X)`` (for the backward pass), to skip recomputing it.
 
     Returns
     -------
-    out : ``(R, N_seq, n, d_out)``
+    f : ``(R, n_seq, n, d_out)``
     cache : tuple for :func:`head_backward`.
     """
     R, d, _ = M.shape
-    Ns, n, _ = X.shape
+    n_seq, n, _ = X.shape
     X1 = augment(X) if X1 is None else X1
-    XM = X.reshape(Ns * n, d) @ M.swapaxes(0, 1).reshape(d, R * d)  # (N n, R d)  rows of X M_r
-    Z = XM.reshape(Ns, n * R, d) @ X.swapaxes(-1, -2)   # (N, n R, n)  row (i, r): (X M_r X^T)_i
-    S = softmax(Z, out=Z)                               #              smax(X M X^T)
-    SX = S @ X                                          # (N, n R, d)
-    SXr = SX.reshape(Ns * n, R, d).swapaxes(0, 1)       # (R, N n, d)   a view: one matrix per run
-    out = (SXr @ Nm).reshape(R, Ns, n, -1)              # (R, N, n, d_out)
-    return out, (X, X1, S, SX, Nm)
+    XM = X.reshape(n_seq * n, d) @ M.swapaxes(0, 1).reshape(d, R * d)  # (n_seq n, R d) X M_r
+    Z = XM.reshape(n_seq, n * R, d) @ X.swapaxes(-1, -2)  # (n_seq, n R, n) row (i, r): (X M_r X^T)_i
+    S = fast_softmax(Z, out=Z)                            #                 smax(X M X^T)
+    SX = S @ X                                            # (n_seq, n R, d)
+    SX_runs = SX.reshape(n_seq * n, R, d).swapaxes(0, 1)  # (R, n_seq n, d)  a view, one per run
+    f = (SX_runs @ N).reshape(R, n_seq, n, -1)            # (R, n_seq, n, d_out)
+    return f, (X, X1, S, SX, N)
 
 
-def head_backward(cache, dout: np.ndarray):
-    r"""Gradients of the products from the cotangent ``dout`` of the output (Sec. 3, Eq. for GD).
+def head_backward(cache, df: np.ndarray):
+    r"""Fast twin of :func:`.reference.head_backward`: the gradients of the products from the
+    cotangent ``df`` :math:`= \bar f` of the output,
 
     .. math::
         \frac{\partial L}{\partial N} = \sum_s (S X)^\top \bar f,\quad
-        G_S = \bar f (X N)^\top = F X^\top\ (F = \bar f N^\top),\quad
-        G_Z = S \odot (G_S - \langle G_S, S\rangle_{\rm row}),\quad
+        G_Z = S \odot \big([F,\ -\langle G_S, S\rangle]\, X_1^\top\big)\ \ (F = \bar f N^\top,\
+        \langle G_S, S\rangle_i = \textstyle\sum_j F_{ij} (SX)_{ij}),\quad
         \frac{\partial L}{\partial M} = \sum_s X^\top G_Z X,
 
-    where the row term is :math:`\langle G_S, S\rangle_i = \sum_k (F X^\top)_{ik} S_{ik}
-    = \sum_b F_{ib} (S X)_{ib}`, so :math:`G_S - \langle G_S, S\rangle = [F, -\langle G_S, S\rangle]
-    X_1^\top` is one product.
+    the softmax VJP in its fast form (module docstring; so is the gain).
 
     Parameters
     ----------
     cache : from :func:`head_forward`.
-    dout : ``(R, N_seq, n, d_out)`` cotangent of the output (already carries the ``1/N_seq``).
+    df : ``(R, n_seq, n, d_out)`` cotangent of the output (already carries the ``1/n_seq``).
 
     Returns
     -------
     dM : ``(R, d, d)``;  dN : ``(R, d, d_out)``.
     """
-    X, X1, S, SX, Nm = cache
-    R, Ns, n, d_out = dout.shape
+    X, X1, S, SX, N = cache
+    R, n_seq, n, d_out = df.shape
     d = X.shape[-1]
-    dout = dout.reshape(R, Ns * n, d_out)
-    SX = SX.reshape(Ns * n, R, d)                       # rows (s, i), then runs
-    dN = SX.swapaxes(0, 1).swapaxes(-1, -2) @ dout      # (R, d, d_out)
-    U = np.empty((Ns * n, R, d + 1))                    # [F, -<G_S, S>]
-    np.matmul(dout, Nm.swapaxes(-1, -2), out=U[..., :d].swapaxes(0, 1))    # F = f N^T
-    np.einsum("mrb,mrb->mr", U[..., :d], SX, out=U[..., d])                # <G_S, S>
-    np.negative(U[..., d], out=U[..., d])
-    G_Z = U.reshape(Ns, n * R, d + 1) @ X1.swapaxes(-1, -2)   # (N, n R, n) = G_S - <G_S, S>
-    G_Z *= S                                            #               the softmax VJP
-    H = (G_Z @ X).reshape(Ns * n, R * d)                # (N n, R d)    rows of G_Z X
-    dM = (X.reshape(Ns * n, d).T @ H).reshape(d, R, d).swapaxes(0, 1)      # (R, d, d)
+    df = df.reshape(R, n_seq * n, d_out)
+    SX = SX.reshape(n_seq * n, R, d)                      # rows (s, i), then runs
+    dN = SX.swapaxes(0, 1).swapaxes(-1, -2) @ df          # (R, d, d_out)
+    F_aug = np.empty((n_seq * n, R, d + 1))               # [F, -<G_S, S>]
+    np.matmul(df, N.swapaxes(-1, -2), out=F_aug[..., :d].swapaxes(0, 1))       # F = df N^T
+    np.einsum("mrb,mrb->mr", F_aug[..., :d], SX, out=F_aug[..., d])            # <G_S, S>
+    np.negative(F_aug[..., d], out=F_aug[..., d])
+    G_Z = F_aug.reshape(n_seq, n * R, d + 1) @ X1.swapaxes(-1, -2)  # (n_seq, n R, n) G_S - <G_S, S>
+    G_Z *= S                                              #                 the softmax VJP
+    G_Z_X = (G_Z @ X).reshape(n_seq * n, R * d)           # (n_seq n, R d)  rows of G_Z X
+    dM = (X.reshape(n_seq * n, d).T @ G_Z_X).reshape(d, R, d).swapaxes(0, 1)   # (R, d, d)
     return dM, dN
 
 
-def products_loss_and_grads_unchecked(M, Nm, X, Y, X1=None):
-    r"""Loss per run :math:`L = \tfrac12 \operatorname{mean}_s \|f(X_s) - Y_s\|_F^2` ``(R,)``
-    and its gradients with respect to ``M`` and ``N`` (no checks)."""
-    resid, cache = head_forward(M, Nm, X, X1)
-    resid -= Y                                                  # f - Y, (R, N, n, d_out)
-    Ns = X.shape[0]
-    loss = 0.5 * np.einsum("rsij,rsij->r", resid, resid) / Ns
-    resid /= Ns                                                 # cotangent of f
-    dM, dN = head_backward(cache, resid)
+def products_loss_and_grads_unchecked(M, N, X, Y, X1=None):
+    r"""Fast twin of :func:`.reference.products_loss_and_grads` (no checks): the loss per run
+    :math:`L = \tfrac12 \operatorname{mean}_s \|f(X_s) - Y_s\|_F^2` ``(R,)`` and its gradients
+    with respect to ``M`` ``(R, d, d)`` and ``N`` ``(R, d, d_out)``; the gain of the pair
+    :func:`head_forward`, :func:`head_backward` (module docstring)."""
+    n_seq = X.shape[0]
+    f, cache = head_forward(M, N, X, X1)
+    resid = np.subtract(f, Y, out=f)                  # f - Y (R, n_seq, n, d_out), in f's memory
+    loss = 0.5 * np.einsum("rsij,rsij->r", resid, resid) / n_seq
+    df = np.divide(resid, n_seq, out=resid)           # the cotangent (f - Y) / n_seq, in place
+    dM, dN = head_backward(cache, df)
     return loss, dM, dN
 
 
 # --------------------------------------------------------------------------------------------
 # Diagonal head: M = diag(a), N = diag(b)
 # --------------------------------------------------------------------------------------------
-def diag_products(params: dict) -> tuple[np.ndarray, np.ndarray]:
-    r"""The products :math:`a = w_K \odot w_Q` and :math:`b = w_V \odot w_O` (shape of the inputs)."""
-    return params["w_K"] * params["w_Q"], params["w_V"] * params["w_O"]
-
-
 def diagonal_data(X: np.ndarray, Y: np.ndarray, runs: int) -> dict:
     r"""The data arrays :func:`ab_loss_and_grads_unchecked` works with, for ``runs`` runs (computed once).
 
-    * ``"XX"`` ``(N, d, n n)``: the pair products ``XX[s, j, (i, k)]`` :math:`= X_{s,ij} X_{s,kj}`.
+    * ``"XX"`` ``(n_seq, d, n n)``: the pair products ``XX[s, j, (i, k)]`` :math:`= X_{s,ij} X_{s,kj}`.
       For the diagonal head the logits and the key-query gradient are products with it,
       :math:`Z = a^\top XX` and :math:`\partial L/\partial a = G_Z\, XX^\top`;
-    * ``"X1t"`` ``(N, d+1, n)``: :func:`augment` ``(X)`` transposed;
-    * ``"Yt"`` ``(N, d, runs n)``: ``Yt[s, j, (r, i)] = Y[s, i, j]``, the targets in the layout of
-      the outputs, repeated for every run.
+    * ``"X1t"`` ``(n_seq, d+1, n)``: :func:`augment` ``(X)`` transposed;
+    * ``"Yt"`` ``(n_seq, d, runs n)``: ``Yt[s, j, (r, i)] = Y[s, i, j]``, the targets in the
+      layout of the outputs, repeated for every run.
     """
-    Ns, n, d = X.shape
-    XX = np.einsum("sij,skj->sjik", X, X).reshape(Ns, d, n * n)
-    Yt = np.broadcast_to(Y.swapaxes(-1, -2)[:, :, None, :], (Ns, d, runs, n))
+    n_seq, n, d = X.shape
+    XX = np.einsum("sij,skj->sjik", X, X).reshape(n_seq, d, n * n)
+    Yt = np.broadcast_to(Y.swapaxes(-1, -2)[:, :, None, :], (n_seq, d, runs, n))
     return {"XX": XX, "X1t": np.ascontiguousarray(augment(X).swapaxes(-1, -2)),
-            "Yt": Yt.reshape(Ns, d, runs * n)}
+            "Yt": Yt.reshape(n_seq, d, runs * n)}
 
 
 def ab_loss_and_grads_unchecked(a, b, data):
-    r"""Loss :math:`\tilde L(a, b)` per run and its gradients for ``a, b`` of shape ``(R, d)``.
-
-    The diagonal case of :func:`head_forward` / :func:`head_backward`, in its own O(d) form over
-    the arrays of :func:`diagonal_data` (``data``, prepared for ``R`` runs):
+    r"""Fast twin of :func:`.reference.ab_loss_and_grads`: the loss :math:`\tilde L(a, b)` per
+    run and its gradients, for ``a, b`` of shape ``(R, d)`` and ``data`` from
+    :func:`diagonal_data` (prepared for ``R`` runs); no checks.
 
     .. math::
         Z_{ik} = \sum_j a_j X_{ij}X_{kj},\ S = \mathrm{smax}(Z),\ f_{ij} = b_j (SX)_{ij};\quad
         \frac{\partial L}{\partial b_j} = \sum_{s,i} \bar f_{ij}(SX)_{ij},\
-        G_S = \bar f\,\mathrm{diag}(b) X^\top,\ G_Z = S \odot (G_S - \langle G_S, S\rangle_{\rm row}),\
+        G_Z = S \odot \big([\bar f\,\mathrm{diag}(b),\ -\langle G_S, S\rangle]\, X_1^\top\big),\
         \frac{\partial L}{\partial a_j} = \sum_{s,i,k} G_Z[i,k] X_{ij}X_{kj},
 
-    with :math:`\langle G_S, S\rangle_i = \sum_j \bar f_{ij} b_j (SX)_{ij}`. The ``(n, d)``
-    arrays are kept transposed, ``(N, d, R n)``, so that every elementwise step runs over long
-    contiguous rows; the attention arrays are ``(N, R n, n)`` (runs stacked in each sequence).
+    with :math:`\langle G_S, S\rangle_i = \sum_j \bar f_{ij} b_j (SX)_{ij}`. The softmax is never
+    normalized at full size (module docstring); the ``(n, d)`` arrays are kept transposed,
+    ``(n_seq, d, R n)``, and the attention arrays are ``(n_seq, R n, n)``. Gain over the
+    reference twin: 1.8-5.8x at ``R = 5``, 1.3-2.1x at ``R = 1`` (module docstring).
     """
     XX, X1t, Yt = data["XX"], data["X1t"], data["Yt"]
     R, d = a.shape
-    Ns, n = X1t.shape[0], X1t.shape[-1]
+    n_seq, n = X1t.shape[0], X1t.shape[-1]
     if Yt.shape[-1] != R * n:
         raise ValueError(f"data was prepared for {Yt.shape[-1] // n} runs, got {R}")
-    Z = (a @ XX).reshape(Ns, R * n, n)                  # (N, R n, n)  logits, row (r, i)
-    E = shifted_exp(Z, out=Z)                           #              softmax numerator
-    T = X1t @ E.swapaxes(-1, -2)                        # (N, d+1, R n) = [E X, E 1]^T
-    r = 1.0 / T[:, d]                                   # (N, R n)      1 / row sums
-    SX = T[:, :d] * r[:, None]                          # (N, d, R n)   (S X)^T
-    brow = np.repeat(b.T, n, axis=1)                    # (d, R n)      b_j at every (r, i)
-    resid = SX * brow
-    resid -= Yt                                         # (f - Y)^T
-    loss = 0.5 * np.einsum("sjk,sjk->k", resid, resid).reshape(R, n).sum(-1) / Ns
-    resid /= Ns                                         # cotangent of f
-    P = resid * SX
-    gb = P.sum(0).reshape(d, R, n).sum(-1).T            # (R, d)
-    U = np.empty((Ns, d + 1, R * n))                    # [f diag(b), -<G_S, S>]^T / row sums
-    np.multiply(resid, brow, out=U[:, :d])
-    P *= brow
-    np.sum(P, axis=1, out=U[:, d])                      # <G_S, S>_i = sum_j f_ij b_j (SX)_ij
-    np.negative(U[:, d], out=U[:, d])
-    U *= r[:, None]
-    G_Z = U.swapaxes(-1, -2) @ X1t                      # (N, R n, n) = (G_S - <G_S, S>) / E1
-    G_Z *= E                                            #               = S (G_S - <G_S, S>)
-    ga = (G_Z.reshape(Ns, R, n * n) @ XX.swapaxes(-1, -2)).sum(0)          # (R, d)
+    Z = (a @ XX).reshape(n_seq, R * n, n)               # (n_seq, R n, n)  logits, row (r, i)
+    E = shifted_exp(Z, out=Z)                           #                  softmax numerator
+    EX1t = X1t @ E.swapaxes(-1, -2)                     # (n_seq, d+1, R n) = [E X, E 1]^T
+    inv_rowsum = 1.0 / EX1t[:, d]                       # (n_seq, R n)      1 / (E 1)
+    SXt = EX1t[:, :d] * inv_rowsum[:, None]             # (n_seq, d, R n)   (S X)^T
+    b_rows = np.repeat(b.T, n, axis=1)                  # (d, R n)          b_j at every (r, i)
+    f_t = SXt * b_rows                                  # f^T
+    resid_t = np.subtract(f_t, Yt, out=f_t)             # (f - Y)^T, in f_t's memory
+    loss = 0.5 * np.einsum("sjk,sjk->k", resid_t, resid_t).reshape(R, n).sum(-1) / n_seq
+    df_t = np.divide(resid_t, n_seq, out=resid_t)       # cotangent of f, transposed, in place
+    df_SX = df_t * SXt                                  # df_ij (S X)_ij
+    gb = df_SX.sum(0).reshape(d, R, n).sum(-1).T        # (R, d)
+    F_aug = np.empty((n_seq, d + 1, R * n))             # [df diag(b), -<G_S, S>]^T / (E 1)
+    np.multiply(df_t, b_rows, out=F_aug[:, :d])
+    df_SX *= b_rows
+    np.sum(df_SX, axis=1, out=F_aug[:, d])              # <G_S, S>_i = sum_j df_ij b_j (SX)_ij
+    np.negative(F_aug[:, d], out=F_aug[:, d])
+    F_aug *= inv_rowsum[:, None]
+    G_Z = F_aug.swapaxes(-1, -2) @ X1t                  # (n_seq, R n, n) (G_S - <G_S, S>) / (E 1)
+    G_Z *= E                                            #                 = S (G_S - <G_S, S>)
+    ga = (G_Z.reshape(n_seq, R, n * n) @ XX.swapaxes(-1, -2)).sum(0)       # (R, d)
     return loss, ga, gb
 
 
 def diag_loss_and_grads_unchecked(params, data):
-    r"""Unchecked :func:`loss_and_grads` for parameters with a run axis ``(R, d)``, over the
-    arrays of :func:`diagonal_data`: :math:`\nabla w_K = w_Q \odot \partial_a \tilde L` etc."""
+    r"""Fast twin of :func:`.reference.loss_and_grads` (no checks), for parameters with a run
+    axis ``(R, d)`` and the arrays of :func:`diagonal_data`:
+    :math:`\nabla w_K = w_Q \odot \partial_a \tilde L`, etc. Gain over the reference twin:
+    1.9-5.1x at ``R = 5``, 1.8-2.7x at ``R = 1`` (module docstring)."""
     a, b = diag_products(params)
     loss, ga, gb = ab_loss_and_grads_unchecked(a, b, data)
     grads = {"w_K": params["w_Q"] * ga, "w_Q": params["w_K"] * ga,
@@ -223,69 +244,65 @@ def diag_loss_and_grads_unchecked(params, data):
 
 
 def loss_and_grads(params: dict, X: np.ndarray, Y: np.ndarray):
-    r"""Loss and hand-written gradients of the diagonal attention head (paper Sec. 3-4).
+    r"""Loss and hand-written gradients of the diagonal attention head (paper Sec. 3-4); checked
+    entry to :func:`diag_loss_and_grads_unchecked` (reference twin: :func:`.reference.loss_and_grads`).
 
     .. math::
-        Z_{ik} = \sum_j a_j X_{ij} X_{kj},\quad S = \mathrm{smax}(Z),\quad f(X)_{ij} = b_j (S X)_{ij},
-        \quad L = \tfrac12 \operatorname{mean}_s \|f(X_s) - Y_s\|_F^2,
-
-    and by the chain rule through :math:`a = w_K \odot w_Q`, :math:`b = w_V \odot w_O`:
-
-    .. math::
+        f(X)_{ij} = b_j (\mathrm{smax}(X \mathrm{diag}(a) X^\top) X)_{ij},\quad
+        L = \tfrac12 \operatorname{mean}_s \|f(X_s) - Y_s\|_F^2,\quad
         \nabla w_K = w_Q \odot \partial_a \tilde L,\ \nabla w_Q = w_K \odot \partial_a \tilde L,\
         \nabla w_V = w_O \odot \partial_b \tilde L,\ \nabla w_O = w_V \odot \partial_b \tilde L .
 
     Parameters
     ----------
     params : dict with keys ``"w_K", "w_Q", "w_V", "w_O"``, each ``(d,)`` or ``(R, d)``.
-    X : ``(N_seq, n, d)`` inputs.  Y : ``(N_seq, n, d)`` targets.
+    X : ``(n_seq, n, d)`` inputs.  Y : ``(n_seq, n, d)`` targets.
 
     Returns
     -------
     loss : float, or ``(R,)`` with a run axis.
     grads : dict with the keys and shapes of ``params``.
     """
-    runs, squeeze = _check_params(params, DIAG_KEYS, kind="diagonal")
-    d = runs["w_K"].shape[-1]
-    X, Y = _check_XY(X, Y, d, d)
-    loss, grads = diag_loss_and_grads_unchecked(runs, diagonal_data(X, Y, runs["w_K"].shape[0]))
-    return _unrun(loss, grads, squeeze)
+    runs, squeeze = check_params(params, DIAG_KEYS, kind="diagonal")
+    X, Y = check_XY(X, Y, runs["w_K"].shape[-1], runs["w_K"].shape[-1])
+    data = diagonal_data(X, Y, runs["w_K"].shape[0])
+    return unrun(*diag_loss_and_grads_unchecked(runs, data), squeeze)
 
 
 def loss_and_grads_ab(w: dict, X: np.ndarray, Y: np.ndarray):
-    r"""Loss :math:`\tilde L(w)` and its gradient in the product space ``w = (a, b)``.
+    r"""Loss :math:`\tilde L(w)` and its gradient in the product space :math:`w = (a, b)`, the
+    function Algorithm 1 (Sec. 4) works with; checked entry to
+    :func:`ab_loss_and_grads_unchecked` (reference twin: :func:`.reference.loss_and_grads_ab`).
 
-    This is the function Algorithm 1 (the limiting incremental algorithm) works with.
     ``w`` has keys ``"a", "b"``, each ``(d,)`` or ``(R, d)``; returns ``(loss, {"a": .., "b": ..})``.
     """
-    runs, squeeze = _check_params(w, ("a", "b"), kind="product")
-    d = runs["a"].shape[-1]
-    X, Y = _check_XY(X, Y, d, d)
-    loss, ga, gb = ab_loss_and_grads_unchecked(runs["a"], runs["b"], diagonal_data(X, Y, runs["a"].shape[0]))
-    return _unrun(loss, {"a": ga, "b": gb}, squeeze)
+    runs, squeeze = check_params(w, ("a", "b"), kind="product")
+    X, Y = check_XY(X, Y, runs["a"].shape[-1], runs["a"].shape[-1])
+    data = diagonal_data(X, Y, runs["a"].shape[0])
+    loss, ga, gb = ab_loss_and_grads_unchecked(runs["a"], runs["b"], data)
+    return unrun(loss, {"a": ga, "b": gb}, squeeze)
 
 
 # --------------------------------------------------------------------------------------------
 # Full head: M = W_K W_Q^T, N = W_V W_O^T
 # --------------------------------------------------------------------------------------------
-def full_products(params: dict) -> tuple[np.ndarray, np.ndarray]:
-    r""":math:`M = W_K W_Q^\top` ``(.., d, d)`` and :math:`N = W_V W_O^\top` ``(.., d, d_out)``."""
-    return (params["W_K"] @ params["W_Q"].swapaxes(-1, -2),
-            params["W_V"] @ params["W_O"].swapaxes(-1, -2))
-
-
 def full_loss_and_grads_unchecked(params, X, Y, X1=None):
-    r"""Unchecked :func:`full_loss_and_grads` for parameters with a run axis (``X1``: optional
-    :func:`augment` ``(X)``): :math:`\nabla W_K = \partial_M L\, W_Q` etc."""
-    M, Nm = full_products(params)
-    loss, dM, dN = products_loss_and_grads_unchecked(M, Nm, X, Y, X1)
+    r"""Fast twin of :func:`.reference.full_loss_and_grads` (no checks), for parameters with a
+    run axis (``X1``: optional :func:`augment` ``(X)``): :math:`\nabla W_K = \partial_M L\, W_Q`,
+    :math:`\nabla W_Q = (\partial_M L)^\top W_K`, :math:`\nabla W_V = \partial_N L\, W_O`,
+    :math:`\nabla W_O = (\partial_N L)^\top W_V`. Gain over the reference twin: 1.4-3.1x
+    at ``R = 6``, 1.1-2.6x at ``R = 1`` (module docstring)."""
+    M, N = full_products(params)
+    loss, dM, dN = products_loss_and_grads_unchecked(M, N, X, Y, X1)
     grads = {"W_K": dM @ params["W_Q"], "W_Q": dM.swapaxes(-1, -2) @ params["W_K"],
              "W_V": dN @ params["W_O"], "W_O": dN.swapaxes(-1, -2) @ params["W_V"]}
     return loss, grads
 
 
 def full_loss_and_grads(params: dict, X: np.ndarray, Y: np.ndarray):
-    r"""Loss and hand-written gradients of the full softmax attention head (paper Sec. 5).
+    r"""Loss and hand-written gradients of the full softmax attention head (paper Sec. 5); checked
+    entry to :func:`full_loss_and_grads_unchecked` (reference twin:
+    :func:`.reference.full_loss_and_grads`).
 
     .. math::
         \nabla W_K = \tfrac{\partial L}{\partial M} W_Q,\ \nabla W_Q = \tfrac{\partial L}{\partial M}^\top W_K,\
@@ -297,62 +314,12 @@ def full_loss_and_grads(params: dict, X: np.ndarray, Y: np.ndarray):
     ----------
     params : keys ``"W_K", "W_Q", "W_V"`` of shape ``(d, d_h)`` and ``"W_O"`` of shape
         ``(d_out, d_h)``, each with an optional leading run axis ``R``.
-    X : ``(N_seq, n, d)``.  Y : ``(N_seq, n, d_out)``.
+    X : ``(n_seq, n, d)``.  Y : ``(n_seq, n, d_out)``.
 
     Returns
     -------
     loss : float or ``(R,)``;  grads : dict with the keys and shapes of ``params``.
     """
-    runs, squeeze = _check_params(params, FULL_KEYS, kind="full")
-    d, d_h = runs["W_K"].shape[-2:]
-    d_out = runs["W_O"].shape[-2]
-    for k in ("W_Q", "W_V"):
-        if runs[k].shape[-2:] != (d, d_h):
-            raise ValueError(f"params[{k!r}] must have shape (..., {d}, {d_h}) like W_K, "
-                             f"got {runs[k].shape}")
-    if runs["W_O"].shape[-1] != d_h:
-        raise ValueError(f"params['W_O'] must have shape (..., d_out, {d_h}), got {runs['W_O'].shape}")
-    X, Y = _check_XY(X, Y, d, d_out)
-    loss, grads = full_loss_and_grads_unchecked(runs, X, Y)
-    return _unrun(loss, grads, squeeze)
-
-
-# --------------------------------------------------------------------------------------------
-# Input checks shared by the public entry points
-# --------------------------------------------------------------------------------------------
-def _check_params(params, keys, *, kind):
-    """Validate a parameter dict; return it with a run axis, and whether to squeeze it off."""
-    if not isinstance(params, dict):
-        raise TypeError(f"params must be a dict with keys {keys}, got {type(params).__name__}")
-    missing = [k for k in keys if k not in params]
-    if missing:
-        raise ValueError(f"params is missing keys {missing} (the {kind} head needs {list(keys)})")
-    vec = kind in ("diagonal", "product")
-    ndims = (1, 2) if vec else (2, 3)
-    runs = {k: check_array(f"params[{k!r}]", params[k], ndim=ndims) for k in keys}
-    nd = runs[keys[0]].ndim
-    lead = runs[keys[0]].shape[:-1] if vec else runs[keys[0]].shape[:-2]
-    for k in keys:
-        shp = runs[k].shape
-        if runs[k].ndim != nd or (vec and shp != runs[keys[0]].shape) or \
-                (not vec and shp[:-2] != lead):
-            raise ValueError(f"params[{k!r}] has shape {shp}, inconsistent with "
-                             f"params[{keys[0]!r}] of shape {runs[keys[0]].shape}")
-    squeeze = nd == ndims[0]
-    if squeeze:
-        runs = {k: v[None] for k, v in runs.items()}
-    return runs, squeeze
-
-
-def _check_XY(X, Y, d, d_out):
-    X = check_array("X", X, shape=(None, None, d))
-    Y = check_array("Y", Y, shape=(X.shape[0], X.shape[1], d_out))
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"X needs at least one sequence and one token, got shape {X.shape}")
-    return X, Y
-
-
-def _unrun(loss, grads, squeeze):
-    if squeeze:
-        return float(loss[0]), {k: v[0] for k, v in grads.items()}
-    return loss, grads
+    runs, squeeze, d, d_out = check_full_params(params)
+    X, Y = check_XY(X, Y, d, d_out)
+    return unrun(*full_loss_and_grads_unchecked(runs, X, Y), squeeze)
