@@ -89,3 +89,17 @@ def test_bad_settings():
         training.Method(eta1=0.0)
     with pytest.raises(ValueError, match="lam must be in"):
         training.Method(lam=-1.0)
+
+
+def test_sgd_branched_from_the_stage_one_endpoint_does_not_recover_within_the_budget():
+    # Fig. 1 of the paper: SGD continues from the stage-1 endpoint (tau = 400). Within 1200 steps
+    # of batch 64 (76,800 samples, stage 1 included) the proximal branch reaches
+    # ||A - Q*||_mu < 0.1 and neither the large nor the small SGD rate gets there.
+    inst = data.make_instance(np.random.default_rng(np.random.SeedSequence(0).spawn(2)[0]), 10, 50, 2)
+    start = training.stage_one(inst, training.Method(), [1])
+    _, h_prox = training.branch(inst, training.Method(), start, steps=1200)
+    assert h_prox["dist_A"][-1, 0] < 0.1 and h_prox["support"][-1, 0] == 1.0
+    for eta in (0.5, 0.05):
+        _, h_sgd = training.branch(inst, training.Method(kind="sgd", eta=eta), start, steps=1200)
+        assert np.all(h_sgd["dist_A"][:, 0] > 0.1)
+        assert np.isinf(training.first_reach(h_sgd, ("dist_A",), 0.1)[0][0])

@@ -1,4 +1,5 @@
-r"""Large-T population dynamics with Gaussian gradient noise (Ren, Wang, Lee 2024, Sec. 7; spec E5).
+r"""Large-T population dynamics with Gaussian gradient noise (Ren, Wang, Lee 2024,
+arXiv:2410.23438v1, Sec. 7).
 
 At :math:`T = 10^5` sampling sequences is out of reach, so the dynamics run on the closed-form
 preconditioned population gradients (:func:`preconditioned_grads_into`, cost O(N² + TN)) plus
@@ -23,6 +24,7 @@ stored sparsely (:class:`SparseAttention`). Every T x N operation is written in 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -86,7 +88,7 @@ def with_attention(inst: LargeInstance, rng: np.random.Generator) -> LargeInstan
 
 @dataclass(frozen=True)
 class Schedule:
-    """One large-T run. ``kind``: ``"two_stage"`` (E5) or ``"sgd"`` (comparison (ii): the noisy
+    """One large-T run. ``kind``: ``"two_stage"`` or ``"sgd"`` (comparison (ii): the noisy
     gradients times ``D`` column-wise, centred, one step ``eta_sgd``). ``B1``/``B2`` are the
     emulated batch sizes of the two stages (``inf``: noiseless); ``lam = 0`` with
     ``balance=False`` is comparison (i)."""
@@ -121,7 +123,7 @@ def schedule_lr(s: Schedule) -> float:
 
 
 def defaults_for(N: int) -> dict:
-    """Spec E5 defaults: the tables for N = 100 and 500, and the design rules elsewhere
+    """The project's defaults [project choice]: the tables for N = 100 and 500, and the design rules elsewhere
     (``eta_A = 0.1 N``; ``lam = 4 sigma_A / sqrt(B2)`` keeps off-support entries at exactly 0)."""
     B1, B2, steps = (1e8, 1e6, 200) if N <= 100 else (1e9, 4e6, 100)
     return {"eta_A": 0.1 * N, "B1": B1, "B2": B2, "steps": steps,
@@ -178,7 +180,8 @@ def soft_threshold_(A: np.ndarray, theta: float, tmp: np.ndarray) -> None:
 
 
 def metrics(V, A, stats, inst: LargeInstance) -> dict:
-    """Distances, signals and residuals from the column statistics (no extra pass over ``A``)."""
+    """Distances, signals, off-signal residuals and the similarities of
+    :func:`analysis.similarity` from the column statistics (no extra pass over ``A``)."""
     aa, c, aq = stats
     mu, P, T = inst.mu, inst.P, inst.T
     qq = np.sum(inst.q.w**2, axis=0)
@@ -188,7 +191,11 @@ def metrics(V, A, stats, inst: LargeInstance) -> dict:
     alpha_A = (mu @ cq) / (mu @ qq_c)
     dV = V - alpha_V * P
     V_minus_P = V - P
-    return {"dist_V": np.sqrt(np.einsum("ij,ij,j->", V_minus_P, V_minus_P, mu)),
+    vv_mu, pp_mu = np.einsum("ij,ij,j->", V, V, mu), np.einsum("ij,ij,j->", P, P, mu)
+    sim_V = np.einsum("ij,ij,j->", V, P, mu) / np.sqrt(vv_mu * pp_mu) if vv_mu > 0 else 0.0
+    sim_A = (mu @ aq) / np.sqrt((mu @ aa) * (mu @ qq)) if mu @ aa > 0 else 0.0
+    return {"sim_V": sim_V, "sim_A": sim_A,
+            "dist_V": np.sqrt(np.einsum("ij,ij,j->", V_minus_P, V_minus_P, mu)),
             "dist_A": np.sqrt(max(mu @ (aa - 2 * aq + qq), 0.0)),
             "alpha_V": alpha_V, "alpha_A": alpha_A,
             "resid_V": np.sqrt(max(sigma_inner(dV, dV, mu), 0.0)),
@@ -274,7 +281,8 @@ def _step(s: Schedule, V, A, it, stats, inst: LargeInstance, G, Xi, Xi_mean, Xi_
 
 
 def simulate(inst: LargeInstance, runs: dict, *, steps: int, rng: np.random.Generator,
-             reference: Schedule | None = None, inits: dict | None = None, progress=None):
+             reference: Schedule | None = None, inits: dict | None = None, progress=None,
+             population: bool = False):
     r"""Run every schedule in ``runs`` (name -> :class:`Schedule`) for ``steps`` steps in lockstep,
     with a ``reference`` run (normally the noiseless two-stage one) beside them.
 
@@ -284,8 +292,16 @@ def simulate(inst: LargeInstance, runs: dict, *, steps: int, rng: np.random.Gene
     :math:`A = \mathbf 1\mathbf 1^\top/T`. Memory: one ``(T, N)`` array per run and reference plus
     two buffers.
 
+    ``population=True`` also runs each schedule's *population process* (Ren, Wang, Lee 2024,
+    Figs. 3 and 5): the same schedule without noise (``B1 = B2 = inf``), from the same start,
+    in lockstep. A process equal to the ``reference`` or to another run's process is shared (so
+    the noisy two-stage run's process is the noiseless ``reference`` when there is one); a
+    noiseless run gets its own copy, and its ``delta`` is exactly 0.
+
     Returns ``history``: ``history[name][metric]`` is ``(K,)`` over steps ``0..steps``, with
-    ``ref_dist_V``, ``ref_dist_A`` (distance to the reference) when there is one.
+    ``ref_dist_V``, ``ref_dist_A`` (distance to the reference) when there is one and
+    ``delta_V``, ``delta_A`` (:math:`\|V - V^{pop}\|_\mu`, :math:`\|A - A^{pop}\|_\mu`, the
+    paper's :math:`\Delta`) with ``population``.
 
     The steps run in :func:`minitheory.loop.run`. A run turning non-finite raises
     :class:`~minitheory.validation.DivergenceError` (the message names the run and its step
@@ -298,8 +314,21 @@ def simulate(inst: LargeInstance, runs: dict, *, steps: int, rng: np.random.Gene
         raise ValueError("runs must name at least one schedule")
     N, T = inst.N, inst.T
     inits = inits or {}
+    schedules = dict(runs, **({"reference": reference} if reference is not None else {}))
+    process = {}                                   # run name -> name of its population process
+    if population:
+        for name, sch in runs.items():
+            twin = dataclasses.replace(sch, B1=np.inf, B2=np.inf)
+            same = [n for n, s in schedules.items() if n not in runs and s == twin
+                    and n not in inits and name not in inits]
+            if not same:
+                same = [f"population of {name}"]
+                schedules[same[0]] = twin
+                if name in inits:
+                    inits = dict(inits, **{same[0]: inits[name]})
+            process[name] = same[0]
     state = {}
-    for name in list(runs) + (["reference"] if reference is not None else []):
+    for name in schedules:
         if name in inits:
             V0, A0 = (np.array(inits[name][k], dtype=np.float64) for k in ("V", "A"))
             if V0.shape != (N, N) or A0.shape != (T, N):
@@ -308,7 +337,6 @@ def simulate(inst: LargeInstance, runs: dict, *, steps: int, rng: np.random.Gene
         else:
             V0, A0 = np.outer(inst.mu, np.ones(N)), np.full((T, N), 1.0 / T)
         state[name] = (V0, A0)
-    schedules = dict(runs, **({"reference": reference} if reference is not None else {}))
     G, Xi = np.empty((T, N)), np.empty((T, N))          # scratch, and the step's noise
     noise = NoiseSource(rng)
     state = {name: (V, A, column_stats(A, inst.q)) for name, (V, A) in state.items()}
@@ -320,14 +348,21 @@ def simulate(inst: LargeInstance, runs: dict, *, steps: int, rng: np.random.Gene
             V, A, stats = state[name]
             for k, v in metrics(V, A, stats, inst).items():
                 out[name, k] = v
-            if reference is not None:   # |A - A_ref|^2 = |A|^2 - 2<A, A_ref> + |A_ref|^2
-                Vr, Ar, stats_r = state["reference"]
-                D = V - Vr
-                cross = np.einsum("tk,tk->k", A, Ar)             # one pass
-                d2 = inst.mu @ (stats[0] - 2 * cross + stats_r[0])
-                out[name, "ref_dist_V"] = np.sqrt(np.einsum("ij,ij,j->", D, D, inst.mu))
-                out[name, "ref_dist_A"] = np.sqrt(max(d2, 0.0))
+            if reference is not None:
+                out[name, "ref_dist_V"], out[name, "ref_dist_A"] = between(
+                    state[name], state["reference"])
+            if name in process:
+                out[name, "delta_V"], out[name, "delta_A"] = between(
+                    state[name], state[process[name]])
         return out
+
+    def between(run, other):
+        """``(||V - V'||_mu, ||A - A'||_mu)``; ``|A - A'|^2 = |A|^2 - 2<A, A'> + |A'|^2`` in one
+        pass over the two ``A`` (exactly 0 for a run against itself)."""
+        (V, A, stats), (V2, A2, stats2) = run, other
+        D = V - V2
+        d2 = inst.mu @ (stats[0] - 2 * np.einsum("tk,tk->k", A, A2) + stats2[0])
+        return np.sqrt(np.einsum("ij,ij,j->", D, D, inst.mu)), np.sqrt(max(d2, 0.0))
 
     def update(state, it):
         """One :func:`_step` of every run, in place; ``out`` holds the metrics of the old state."""
