@@ -1,5 +1,5 @@
 """Transfer: finetuning from a task with the same attention pattern skips the sample-intensive
-first stage (Ren, Wang, Lee 2024, Sec. 5; figure S5 at sampled batches).
+first stage (Ren, Wang, Lee 2024, arXiv:2410.23438v1, Sec. 5; at sampled batches).
 
 Draws a downstream SCB task and two correlated pretraining tasks: one shares the attention
 pattern Q* (new transition P with the same stationary distribution), one shares P (new Q').
@@ -113,7 +113,7 @@ def report(cfg: Config, m: dict, _context=None) -> str:
 
 
 def plot(cfg: Config, m: dict, _context, out, show: bool):
-    """Figure S5: distances and the attention signal against samples, finetune vs scratch."""
+    """The figure: distances and the attention signal against samples, finetune vs scratch."""
     plt = _common.pyplot(show)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     styles = {"scratch": ("k", "from scratch (two-stage)"),
@@ -131,7 +131,7 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
             ax.axhline(cfg.level, color="0.8", lw=0.8)
         ax.axvline(cfg.tau * cfg.batch, color="0.6", ls=":", lw=1)
         ax.legend(fontsize=7)
-    fig.suptitle(f"S5: a shared attention pattern skips the sample-intensive first stage; a shared "
+    fig.suptitle(f"Sec. 5 of arXiv:2410.23438v1: a shared attention pattern skips the sample-intensive first stage; a shared "
                  f"P alone must unlearn Q' (N={cfg.N}, T={cfg.T}, batch {cfg.batch}; dotted: "
                  f"scratch's stage switch)", fontsize=10)
     fig.tight_layout()

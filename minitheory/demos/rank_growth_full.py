@@ -127,7 +127,7 @@ def report(cfg: Config, m: dict, _context=None) -> str:
 
 
 def plot(cfg: Config, m: dict, _context, out, show: bool):
-    """Figure R4: stable rank, singular values and numerical rank of dM and dN over time."""
+    """The figure: stable rank, singular values and numerical rank of dM and dN over time."""
     plt = _common.pyplot(show)
     alphas, tbar = m["alphas"], m["tbar"]
     small = np.flatnonzero(alphas < 1)

@@ -1,5 +1,5 @@
 """A softmax transformer learns the same sparse contextual bigram as the linear one (Ren, Wang,
-Lee 2024, Sec. 6; figure S2).
+Lee 2024, arXiv:2410.23438v1, Sec. 6).
 
 Trains the softmax-attention model f = V X softmax(W e_k) by plain SGD (from W = 0) and the
 linear model f = V X A e_k by the two-stage proximal method on the same task and batches, then
@@ -24,7 +24,8 @@ NAME = "softmax_vs_linear"
 
 @dataclass(frozen=True)
 class Config:
-    """Defaults: the spec, E4 [paper: T = 50, N = 10, Q = 2; rates project choice]."""
+    """Defaults [paper: T = 50, N = 10, Q = 2; the learning rates are a project choice, tuned so
+    that both models learn within 10k steps]."""
 
     seed: int = field(default=0, metadata={"help": "task and batches from SeedSequence(seed)"})
     N: int = field(default=10, metadata={"help": "vocabulary size"})
@@ -98,7 +99,7 @@ def final_excess(m: dict, name: str) -> float:
 
 
 def plot(cfg: Config, m: dict, inst, out, show: bool):
-    """Figure S2: attention heatmaps, value matrices, excess-loss curves."""
+    """The figure: attention heatmaps, value matrices, excess-loss curves."""
     plt = _common.pyplot(show)
     fig = plt.figure(figsize=(15, 9))
     grid = fig.add_gridspec(2, 6, hspace=0.5, wspace=0.6, height_ratios=[1.3, 1])
@@ -140,7 +141,7 @@ def plot(cfg: Config, m: dict, inst, out, show: bool):
     ax.set(yscale="log", xlabel="iteration", ylabel="excess loss L − L_irr",
            title=f"excess loss: softmax ends {ratio:.1f}× above linear")
     ax.legend(fontsize=8, loc="upper right")
-    fig.suptitle(f"S2: softmax and linear attention learn the same pattern (N={cfg.N}, T={cfg.T}, "
+    fig.suptitle(f"Ren, Wang, Lee 2024, Sec. 6 (arXiv:2410.23438v1): softmax and linear attention learn the same pattern (N={cfg.N}, T={cfg.T}, "
                  f"Q={cfg.Q})")
     return [_common.save_figure(fig, out, NAME, show)]
 

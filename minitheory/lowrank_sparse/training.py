@@ -43,7 +43,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SGDConfig:
-    """Defaults of the spec, section (e): B = 16, lr = 3, 60 steps, 1000 train / 1000 test."""
+    """Defaults: B = 16, lr = 3, 60 steps, 1000 train / 1000 test [project choice: the paper's
+    values are not stated; these show its effects within seconds]."""
 
     batch: int = 16
     lr: float = 3.0

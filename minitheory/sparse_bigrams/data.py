@@ -121,7 +121,7 @@ def transition_with_stationary(rng: np.random.Generator, mu: np.ndarray, *,
 
 
 def related_instance(rng: np.random.Generator, inst: Instance, share: str) -> Instance:
-    """A task correlated with ``inst`` (same N, T, mu) for transfer learning (spec E3).
+    """A task correlated with ``inst`` (same N, T, mu) for transfer learning (paper Sec. 5).
 
     ``share="Q"``: the same attention ``Q_star`` and a new transition with the same ``mu``;
     ``share="P"``: the same ``P`` and new attention with the same sparsity ``Q``.
