@@ -47,6 +47,7 @@ from ..primitives import softmax, softmax_vjp
 from .. import loop
 from ..validation import TrainingStopped, check_float, check_int, check_types
 from . import analysis, data, model
+from .reference import soft_threshold           # the prox of theta ||.||_1, written once
 
 NORMALIZE = ("balance", "v_cols", "a_cols", "none")
 
@@ -86,12 +87,6 @@ class Method:
         if self.kind == "softmax":
             return f"softmax SGD eta_V={self.eta:g}, eta_W={self.eta_W:g}"
         return f"two-stage ({self.normalize})"
-
-
-def soft_threshold(u: np.ndarray, theta: float) -> np.ndarray:
-    r""":math:`\mathrm{SoftThr}_\theta(u) = \mathrm{sign}(u)\max(|u| - \theta, 0)`, the prox of
-    :math:`\theta\|\cdot\|_1`: :math:`\arg\min_z \tfrac12\|z - u\|^2 + \theta\|z\|_1`."""
-    return np.sign(u) * np.maximum(np.abs(u) - theta, 0.0)
 
 
 def normalize(V: np.ndarray, A: np.ndarray, mu: np.ndarray, how: str):
