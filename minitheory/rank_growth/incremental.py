@@ -45,6 +45,9 @@ its support (positive-definite Hessian: Assumption 4.4 at :math:`\alpha \to 0`),
 coordinate that returned to zero satisfies the sign condition of the flow,
 :math:`\mathrm{sgn}(\varphi_i)\,\partial_i\tilde L \ge 0` (it was shrinking); otherwise Euler
 continues.
+Every coordinate off the support is exactly 0 in (B), so its gradients are computed on the
+support's dimensions only (:func:`support_data`; the same sums without their zero terms, at
+about ``|support| / d`` of the cost); only the activation test (A) needs the full gradient.
 
 The output is the staircase the loss curves approach: stage times
 :math:`0 < \bar t_1 < \bar t_2 < \dots`, plateau points :math:`w^k` and plateau losses
