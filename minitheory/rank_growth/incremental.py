@@ -86,7 +86,8 @@ class IncrementalResult:
     stationarity : ``(K,)`` :math:`\|2|w^k| \odot \nabla\tilde L(w^k)\|` at the end of phase (B).
     log_weights : ``(K, p)`` the paper's log-weights :math:`b^k` just after jump ``k`` (0 or 2 on
         active coordinates; :math:`b^0 = 1`).
-    n_evals : number of gradient evaluations used.
+    n_evals : number of gradient evaluations used (those of phase (B) on the support only,
+        :func:`support_data`).
     """
 
     times: np.ndarray
