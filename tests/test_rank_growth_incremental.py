@@ -81,3 +81,21 @@ def test_bad_arguments():
         incremental.incremental_learning(X[0], Y)
     with pytest.raises(RuntimeError, match="max_evals"):
         incremental.incremental_learning(X, Y, max_evals=50)
+
+
+def test_support_data_gives_the_full_loss_and_the_gradient_on_the_support():
+    # a_j = b_j = 0 off J: the restricted arrays give the same loss and the exact gradient on J
+    rng = np.random.default_rng(3)
+    X, Y, _, _ = data.paper_toy(1, n_seq=20, n_tokens=5, d=9, nnz_a=3, nnz_b=4)
+    J = np.array([1, 4, 5, 8])
+    a, b = np.zeros(9), np.zeros(9)
+    a[[1, 5]], b[[4, 5, 8]] = rng.standard_normal(2), rng.standard_normal(3)   # a_4 = b_1 = 0
+    full = model.diagonal_data(X, Y, 1)
+    y_sq = 0.5 * np.einsum("sjk,sjk->j", full["Yt"], full["Yt"]) / X.shape[0]
+    data_J, rest = incremental.support_data(full, J, y_sq)
+    loss, ga, gb = model.ab_loss_and_grads_unchecked(a[None], b[None], full)
+    loss_J, ga_J, gb_J = model.ab_loss_and_grads_unchecked(a[None, J], b[None, J], data_J)
+    assert loss_J[0] + rest == pytest.approx(loss[0], rel=1e-13)
+    np.testing.assert_allclose(ga_J[0], ga[0, J], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(gb_J[0], gb[0, J], rtol=1e-12, atol=1e-15)
+    assert rest > 0 and np.all(ga[0, J] != 0)                  # the check is not vacuous

@@ -45,6 +45,9 @@ its support (positive-definite Hessian: Assumption 4.4 at :math:`\alpha \to 0`),
 coordinate that returned to zero satisfies the sign condition of the flow,
 :math:`\mathrm{sgn}(\varphi_i)\,\partial_i\tilde L \ge 0` (it was shrinking); otherwise Euler
 continues.
+Every coordinate off the support is exactly 0 in (B), so its gradients are computed on the
+support's dimensions only (:func:`support_data`; the same sums without their zero terms, at
+about ``|support| / d`` of the cost); only the activation test (A) needs the full gradient.
 
 The output is the staircase the loss curves approach: stage times
 :math:`0 < \bar t_1 < \bar t_2 < \dots`, plateau points :math:`w^k` and plateau losses
@@ -83,7 +86,8 @@ class IncrementalResult:
     stationarity : ``(K,)`` :math:`\|2|w^k| \odot \nabla\tilde L(w^k)\|` at the end of phase (B).
     log_weights : ``(K, p)`` the paper's log-weights :math:`b^k` just after jump ``k`` (0 or 2 on
         active coordinates; :math:`b^0 = 1`).
-    n_evals : number of gradient evaluations used.
+    n_evals : number of gradient evaluations used (those of phase (B) on the support only,
+        :func:`support_data`).
     """
 
     times: np.ndarray
@@ -149,6 +153,29 @@ def activation_times(logw: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out
 
 
+def support_data(data: dict, J: np.ndarray, y_sq: np.ndarray):
+    r"""The arrays of :func:`~.model.diagonal_data` (one run) restricted to the dimensions ``J``,
+    and the loss of the others.
+
+    If :math:`a_j = b_j = 0` for every :math:`j \notin J`, the logits
+    :math:`Z = \sum_{j \in J} a_j X_{:,j} X_{:,j}^\top` need only the rows ``J`` of ``XX``, the
+    output column :math:`f_{:,j} = b_j (SX)_{:,j}` is 0 for :math:`j \notin J`, and so
+    :func:`~.model.ab_loss_and_grads_unchecked` on ``(a_J, b_J)`` with these arrays gives the
+    loss less :math:`\tfrac12 \operatorname{mean}_s \|Y_{s,:,j}\|^2` summed over
+    :math:`j \notin J` (returned as the second value; ``y_sq`` holds it per ``j``, ``(d,)``) and
+    the exact gradients :math:`\partial\tilde L/\partial a_j`, :math:`\partial\tilde
+    L/\partial b_j` for :math:`j \in J`: the same sums without their zero terms. On a support of
+    ``|J|`` of ``d`` dimensions a gradient costs about ``|J|/d`` of a full one.
+    """
+    d = y_sq.size
+    rows = np.append(J, d)                                  # X1 = [X, 1]: keep the ones row
+    data_J = {"XX": np.ascontiguousarray(data["XX"][:, J]),
+              "X1t": np.ascontiguousarray(data["X1t"][:, rows]),
+              "Yt": np.ascontiguousarray(data["Yt"][:, J])}
+    rest = float(np.delete(y_sq, J).sum())
+    return data_J, rest
+
+
 def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float = 0.2,
                          eps: float = 1e-8, stationarity_tol: float = 1e-10,
                          newton_switch: float = 1e-5, zero_tol: float = 1e-6,
@@ -202,6 +229,8 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
     p = 2 * d
     n_evals = 0
     data = diagonal_data(X, Y, 1)
+    y_sq = 0.5 * np.einsum("sjk,sjk->j", data["Yt"], data["Yt"]) / X.shape[0]
+    restricted = {}                  # data restricted to the current support (support_data)
     out = {"times": [], "coordinate": [], "plateau_w": [], "plateau_loss": [], "margin": [],
            "stationarity": [], "log_weights": []}
 
@@ -218,14 +247,35 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
                                f"{message}; the {len(out['times'])} stages found before are in "
                                f".partial", result())
 
-    def grad(w):
+    def grad(w, full=False, also=None):
+        r"""``(L(w), dL/dw)``. The gradient is computed on the support only (``full=False``): on
+        the dimensions ``J = {j : a_j != 0 or b_j != 0}`` (and those of the indices ``also``),
+        its ``a_j`` and ``b_j`` entries exact, every other entry set to 0 (phase (B) reads the
+        gradient only through :math:`|w| \odot \nabla\tilde L` or on the support)."""
         nonlocal n_evals
         if n_evals >= max_evals:
             fail(f"no stationary point within max_evals={max_evals} gradient evaluations "
                  f"(euler_step={euler_step}, newton_switch={newton_switch})")
         n_evals += 1
-        loss, ga, gb = ab_loss_and_grads_unchecked(w[None, :d], w[None, d:], data)
-        return float(loss[0]), np.concatenate([ga[0], gb[0]])
+        if full:
+            loss, ga, gb = ab_loss_and_grads_unchecked(w[None, :d], w[None, d:], data)
+            return float(loss[0]), np.concatenate([ga[0], gb[0]])
+        dims = (w[:d] != 0) | (w[d:] != 0)
+        if also is not None:
+            dims[np.asarray(also) % d] = True
+        J = np.flatnonzero(dims)
+        key = J.tobytes()
+        if key not in restricted:
+            if len(restricted) >= 4:                         # the support changes per stage
+                restricted.pop(next(iter(restricted)))
+            restricted[key] = support_data(data, J, y_sq)
+        data_J, rest = restricted[key]
+        gl = np.zeros(p)
+        if J.size == 0:
+            return float(rest), gl
+        loss, ga, gb = ab_loss_and_grads_unchecked(w[None, J], w[None, d + J], data_J)
+        gl[J], gl[d + J] = ga[0], gb[0]
+        return float(loss[0]) + rest, gl
 
     def newton(phi):
         """Newton's method for grad_S L = 0 on S = {|phi| > zero_tol}; the accepted point or None."""
@@ -233,7 +283,7 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
         for _ in range(30):
             S = np.flatnonzero(np.abs(w) > zero_tol)
             w[np.abs(w) <= zero_tol] = 0.0
-            loss, gl = grad(w)
+            loss, gl = grad(w, also=np.flatnonzero(phi))        # also where phi returned to 0
             H = hessian(w, S)
             if np.linalg.norm(gl[S]) < 0.01 * stationarity_tol:
                 break
@@ -264,11 +314,11 @@ def incremental_learning(X, Y, *, euler_step: float = 0.05, max_log_step: float 
     w = np.zeros(p)
     logw = np.ones(p)                                # b^0 = 1: every coordinate at O(alpha)
     tbar = 0.0
-    loss0, _ = grad(w)
+    loss0, _ = grad(w, full=True)
     while len(out["times"]) < max_stages:
         # (A) the next coordinate to activate: i_k = argmin Delta_k(i), Delta_k(i) =
         #     (b_i - 1 + sgn g_i) / g_i over inactive coordinates with g_i != 0
-        _, gl = grad(w)
+        _, gl = grad(w, full=True)
         g = -gl                                                         # g(theta^k)
         inactive = w == 0
         cand = np.flatnonzero(inactive & (np.abs(g) > grad_zero))
