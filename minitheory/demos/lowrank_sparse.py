@@ -255,7 +255,7 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
     fig.tight_layout()
     paths.append(_common.save_figure(fig, out, "lowrank_sparse_spectra", show))
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     ax = axes[0]
     norms = m["row_norms"]
     ax.bar(np.arange(1, norms.shape[-1] + 1), norms.mean(0), color="tab:blue")
@@ -270,10 +270,11 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
     base = m["prune_magnitude"][np.argmin(m["prune_rates"])].mean()
     ax.axhline(base + cfg.cost, color="0.5", ls=":", lw=1,
                label=f"unpruned + {cfg.cost} (counted as a cost)")
-    ax.set(xlabel="pruning rate R (fraction of rows of W_O zeroed)", ylabel="test hinge loss (log)",
-           yscale="log",
+    ax.set_yscale("symlog", linthresh=lin)             # seeds with hinge 0 stay on the axis
+    ax.set(xlabel="pruning rate R (fraction of rows of W_O zeroed)",
+           ylabel=f"test hinge loss (log; linear below {lin:g})", ylim=(0, 1.5),
            title="(b) pruning rows of W_O, no retraining")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # off the data
     fig.suptitle(f"{PAPER}, Fig. 3: W_O is sparse, so magnitude pruning costs little" + seeds
                  + pats, fontsize=10)
     fig.tight_layout()

@@ -272,7 +272,7 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
             f"{q}: paper {p}, here {h}" for q, p, h in rows[:6]), transform=ax.transAxes,
                 fontsize=6.5, va="bottom", family="monospace",
                 bbox={"facecolor": "white", "alpha": 0.85, "lw": 0.5})
-    ax.legend(fontsize=8, loc="center right" if cfg.paper_toy else "upper right")
+    ax.legend(fontsize=8, loc="upper right")            # paper toy: above the late staircase
     paths = [_common.save_figure(fig, out, prefix + "_loss", show)]
 
     r = int(np.argmin(np.abs(np.log(alphas) - np.log(cfg.detail_alpha))))
@@ -289,6 +289,10 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
         ax.axhspan(-cfg.threshold, cfg.threshold, color="0.9", zorder=0,
                    label=f"|entry| ≤ {cfg.threshold}: inactive")
         ax.set_ylabel(label)
+        if cfg.paper_toy and not shown:
+            ax.text(0.5, 0.75, f"no entry of {key} leaves |{key}_i| ≤ {cfg.threshold} by "
+                    f"t / log(1/α) = {t[-1]:.3g}", transform=ax.transAxes, ha="center",
+                    fontsize=8)
         if shown or not cfg.paper_toy:                                        # off the data
             ax.legend(fontsize=7 if cfg.paper_toy else 8, loc="upper left",
                       bbox_to_anchor=(1.01, 1.0), ncol=1 + len(shown) // 12 if cfg.paper_toy else 1)

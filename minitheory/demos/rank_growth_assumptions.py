@@ -234,14 +234,14 @@ def plot(cfg: Config, m: dict, result, out, show: bool):
             ax.axvline(t[s], color="r", lw=0.6, ls=":")
         ax.set(title=title, xlabel="t / log(1/α)", ylabel="entries of a and b")
         ax.legend(fontsize=6, ncol=3, title="solid: perturbed, dashed: unperturbed",
-                  title_fontsize=7, loc="upper left")
+                  title_fontsize=7, loc="lower left")         # entries are 0 there: off the data
     ax = axes[2]
     j = int(np.flatnonzero(m["kind"] == 2)[0])
     s, win = m["starts"][j], m["windows"][j]
     ax.plot(t, m["loss_ref"], "k--", lw=1.2, label="unperturbed")
-    ax.plot([], [], " ", label="(not in the paper)")
     ax.plot(t[s:s + win + 1], m["loss_branch"][:win + 1, j], color="C3", lw=1.6,
             label=f"all weights + {cfg.sigma} N(0, 1)")
+    ax.plot([], [], " ", label="(not in the paper)")
     ax.plot(t, result.staircase(t), color="0.5", ls=":", lw=1, label="Algorithm 1")
     ax.axvline(t[s], color="r", lw=0.6, ls=":")
     ax.set_yscale("log")

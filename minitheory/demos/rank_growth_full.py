@@ -187,7 +187,7 @@ def plot(cfg: Config, m: dict, _context, out, show: bool):
     ax.legend(fontsize=7)
     fig.suptitle(f"Full attention head, planted rank-{len(cfg.m_singular)} (KQ) / "
                  f"rank-{len(cfg.n_singular)} (VO) teacher: directions are learned one at a time "
-                 f"from small init (cf. paper Figs. 4-5, arXiv v2)")
+                 f"from small init (cf. paper Figs. 4 and 7, arXiv v2)")
     fig.tight_layout()
     paths = [_common.save_figure(fig, out, NAME, show)]
     return paths

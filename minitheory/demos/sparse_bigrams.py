@@ -308,7 +308,8 @@ def plot(cfg: Config, m: dict, inst, out, show: bool):
             ax.set_xticks(range(inst.N))
     axes[0].set_ylabel("position t")
     fig.colorbar(im, ax=axes, shrink=0.8)
-    fig.suptitle(f"Learned attention A at step {cfg.steps} (seed 0) next to the truth")
+    fig.suptitle(f"Learned attention A at step {cfg.steps} (seed 0) next to the truth "
+                 f"(ours; no figure of arXiv:2410.23438v1)", fontsize=11)
     paths.append(_common.save_figure(fig, out, "sparse_bigrams_attention", show))
     return paths
 
