@@ -50,7 +50,7 @@ class Config:
     detail_alpha: float = field(default=1e-8, metadata={"help": "alpha of the singular-value "
                                                                 "panels (one of --alphas)"})
     rank_threshold: float = field(default=0.05, metadata={"help": "numerical rank: #sigma > this"})
-    log_every: int = field(default=1, metadata={"help": "log the spectra every k steps"})
+    log_every: int = field(default=1, metadata={"help": "log the singular values every k steps"})
 
     def __post_init__(self):
         check_types(self)

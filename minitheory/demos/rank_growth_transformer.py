@@ -370,7 +370,7 @@ def plot(cfg: Config, m: dict, context, out, show: bool):
     _layout(fig, wspace=0.12, top=0.80)
     paths.append(_common.save_figure(fig, out, f"{task}_srank", show))
 
-    # v2 Fig. 5: spectrum after training against the spectrum at init, one head per layer
+    # v2 Fig. 5: spectrum after training against that at init, one head per layer
     heads = [l % H for l in range(L)]
     fig, axes = plt.subplots(2, L, figsize=(3.2 * L, 6.0), sharex=True, squeeze=False)
     k = m["sv_KQ"].shape[-1]

@@ -218,7 +218,7 @@ def train_diagonal(params: dict, X, Y, *, eta: float, n_steps, log_every: int = 
 # --------------------------------------------------------------------------------------------
 def train_full(params: dict, X, Y, *, eta: float, n_steps, log_every: int = 10,
                rank_threshold: float = 0.05, progress: Progress | None = None):
-    r"""Gradient descent on the full head; logs the spectra of the learned perturbations.
+    r"""Gradient descent on the full head; logs the singular values of the learned perturbations.
 
     Logs, per run, the singular values of :math:`\Delta M = M(t) - M(0)` and
     :math:`\Delta N = N(t) - N(0)` (the change of the product, paper Sec. 5), their stable ranks

@@ -1,4 +1,4 @@
-r"""What the paper measures in a trained transformer: the spectra of the per-head perturbations.
+r"""What the paper measures in a trained transformer: singular values of the per-head perturbations.
 
 Boix-Adsera et al. (2023, arXiv v2, Sec. 5, Figs. 3-5 and 7): for head :math:`h` of a layer,
 with :math:`W_Q^h, W_K^h, W_V^h, W_O^h \in \mathbb R^{d \times d_h}`, the learned perturbations
