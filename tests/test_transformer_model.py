@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from minitheory.gradcheck import check_gradients
 from minitheory.transformer import checks, model, reference
@@ -56,12 +56,36 @@ def test_fast_equals_reference(case):
                                reference.logits(params, inputs, cfg), rtol=1e-12, atol=1e-12)
 
 
+def _smallest_layer_norm_std(params, inputs, cfg):
+    """The smallest standard deviation of any token's LayerNorm input in the reference forward.
+    Where it is tiny (a few features that nearly agree, e.g. d = 2) the normalization bends
+    sharply, and the finite-difference reference itself is off: a draw with std ~1e-3 at d = 2
+    had a central difference at h = 1e-4 wrong by 6e-6 relative, while h = 1e-6 agreed with the
+    analytic gradient to 1e-7."""
+    seen = []
+
+    def spy(x, g, b):
+        y, cache = layer_norm(x, g, b)
+        seen.append(float(np.max(cache[1])))              # inv_std = 1 / sqrt(var + eps)
+        return y, cache
+    layer_norm = reference.layer_norm
+    reference.layer_norm = spy
+    try:
+        reference.forward(params, inputs, cfg)
+    finally:
+        reference.layer_norm = layer_norm
+    return 1.0 / max(seen)
+
+
 @pytest.mark.parametrize("impl", list(IMPLS))
 @settings(max_examples=8)
 @given(case=configs())
 def test_gradients_match_finite_differences(impl, case):
     cfg, params, inputs, targets = _case(**case)
     params = _perturb(np.random.default_rng(case["seed"] + 1), params)
+    # off the sharp bends of LayerNorm, as off the kinks of ReLU (the fast == reference test
+    # covers every draw)
+    assume(_smallest_layer_norm_std(params, inputs, cfg) > 0.05)
     pattern = _relu_pattern(inputs, cfg) if cfg.activation == "relu" else None
     report = check_gradients(_fd_target(IMPLS[impl], inputs, targets, cfg), params,
                              rng=np.random.default_rng(case["seed"]), full_max=12,
