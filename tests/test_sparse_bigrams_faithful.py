@@ -228,3 +228,20 @@ def test_first_reach_needs_every_metric_below_the_level():
         training.first_reach(h, ["dist_A", "delta_A"], 0.1)
     with pytest.raises(ValueError, match="at least one metric"):
         training.first_reach(h, [], 0.1)
+
+
+@given(seed=seeds)
+def test_population_gradients_of_both_models_match_finite_differences(seed):
+    # the population process's exact gradients, of the linear model and of the softmax model
+    # through the softmax over positions, are the gradients of the closed-form loss
+    from minitheory.gradcheck import check_gradients, contract_runs
+    rng = np.random.default_rng(seed)
+    inst = _inst(seed % 7)
+    cot = rng.uniform(0.5, 1.5, 2)
+    for params in ({"V": rng.standard_normal((2, inst.N, inst.N)),
+                    "A": rng.standard_normal((2, inst.T, inst.N))},
+                   {"V": rng.standard_normal((2, inst.N, inst.N)),
+                    "W": rng.standard_normal((2, inst.T, inst.N))}):
+        f = contract_runs(lambda p: training.population_loss_and_grads(p, inst), cot)
+        report = check_gradients(f, params, rng=rng)
+        assert set(report.n_compared) == set(params)

@@ -220,3 +220,9 @@ def test_ctrl_c_keeps_every_step_before_it():
     params, hist = info.value.partial
     assert info.value.step == 4 and hist["step"].tolist() == [0, 1, 2, 3]
     assert hist["log_step"].tolist() == [0, 1, 2, 3] and hist["sv_KQ"].shape[0] == 4
+
+
+def test_a_schedule_that_is_all_warmup_holds_the_rate_after_it():
+    # warmup == total: the rate climbs to lr and stays there (no cosine phase to divide by)
+    np.testing.assert_allclose([training.lr_at(s, lr=0.1, warmup=4, total=4) for s in range(6)],
+                               [0.025, 0.05, 0.075, 0.1, 0.1, 0.1], rtol=1e-15)
