@@ -46,8 +46,11 @@ def test_fast_equals_reference(case):
     assert np.isclose(loss_f, loss_r, rtol=1e-12, atol=0)
     assert set(g_f) == set(g_r) == set(params)
     # atol on the scale of the largest gradient: a LayerNorm backward is a difference of
-    # terms of that size (at d = 2 it cancels to ~1e-6 of it), so rounding is relative to it
+    # terms of that size (at d = 2 it cancels to ~1e-6 of it), so rounding is relative to it;
+    # and LayerNorm multiplies the rounding of its input by 1/std, which a few nearly equal
+    # features make large (a d = 2 draw differed by 5e-13 on gradients of 1.7)
     scale = max(np.max(np.abs(g)) for g in g_r.values())
+    scale *= max(1.0, 1.0 / _smallest_layer_norm_std(params, inputs, cfg))
     for key in params:
         assert g_f[key].shape == params[key].shape
         np.testing.assert_allclose(g_f[key], g_r[key], rtol=1e-12, atol=1e-13 * scale,
