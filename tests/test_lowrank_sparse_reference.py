@@ -98,9 +98,23 @@ def assert_twins_agree(fast, ref, params, X, y):
     (loss, g), (loss_ref, g_ref) = (m.loss_and_grads_unchecked(params, X, y) for m in (fast, ref))
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-12, atol=1e-15)
     assert set(g) == set(g_ref) == {"W_Q", "W_K", "W_V", "W_O"}
+    term_scale = _gradient_term_scale(ref, params, X, y)
     for k in g_ref:                     # atol: rounding of a sum whose entries cancel
         np.testing.assert_allclose(g[k], g_ref[k], rtol=1e-12,
-                                   atol=1e-12 * np.abs(g_ref[k]).max(), err_msg=k)
+                                   atol=1e-12 * max(np.abs(g_ref[k]).max(), term_scale[k]),
+                                   err_msg=k)
+
+
+def _gradient_term_scale(ref, params, X, y):
+    """The size of the terms each gradient sums: the backward with the readout ``a`` and the
+    cotangent ``dF`` replaced by their absolute values, so that no term cancels against
+    another through their signs. Rounding is relative to it: with ``a = (-1, 1)/sqrt(m)`` two
+    positions' terms of ~0.05 cancelled to a gradient of 1.2e-6, where fast and reference
+    differed by 3e-12 relative (found by the thorough profile)."""
+    F, cache = ref.forward(params, X)
+    dF = np.abs(np.where(y * F < 1.0, -y, 0.0)) / X.shape[-3]
+    g = ref.backward(dict(params, a=np.abs(params["a"])), cache, dF)
+    return {k: float(np.abs(v).max()) for k, v in g.items()}
 
 
 def _off_kinks(params, X, y, gap=1e-8):
@@ -132,9 +146,11 @@ def test_fast_twin_equals_reference_loss_and_every_gradient(B, L, d, m_b, m_a, m
         assert isinstance(fn(p, X, y)[0], float if R is None else np.ndarray)
     (loss, g), (loss_ref, g_ref) = model.loss_and_grads(p, X, y), reference.loss_and_grads(p, X, y)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-12, atol=1e-15)
+    term_scale = _gradient_term_scale(reference, p, X, y)
     for k in g_ref:
         np.testing.assert_allclose(g[k], g_ref[k], rtol=1e-12,
-                                   atol=1e-12 * np.abs(g_ref[k]).max(), err_msg=k)
+                                   atol=1e-12 * max(np.abs(g_ref[k]).max(), term_scale[k]),
+                                   err_msg=k)
     runs = (({k: v[None] for k, v in p.items()}, X[None], y[None]) if R is None else (p, X, y))
     assert_twins_agree(model, reference, *runs)
 
