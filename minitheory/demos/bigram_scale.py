@@ -83,9 +83,8 @@ def memory_estimate(cfg: Config):
 
 
 def schedules(N: int, tau: int):
-    """The runs of one N: main comparison, extra comparisons, and the noiseless two-stage run
-    (the population process of the two-stage run; :func:`population.simulate` builds every
-    run's process itself)."""
+    """The runs of one N: the main comparison and the extra comparisons
+    (:func:`population.simulate` builds every run's population process itself)."""
     d = pop.defaults_for(N)
     two = pop.Schedule(eta_A=d["eta_A"], B1=d["B1"], B2=d["B2"], lam=d["lam"], tau=tau)
     main = {"two_stage": two,
@@ -96,8 +95,7 @@ def schedules(N: int, tau: int):
                                                 lam=d["lam"], tau=tau),
              "transfer": pop.Schedule(eta_A=d["eta_A"], B1=d["B2"], B2=d["B2"], lam=d["lam"],
                                       tau=0)}
-    ref = pop.Schedule(eta_A=d["eta_A"], B1=np.inf, B2=np.inf, lam=d["lam"], tau=tau)
-    return main, extra, ref
+    return main, extra
 
 
 def samples_used(s: pop.Schedule, steps: np.ndarray) -> np.ndarray:
@@ -112,7 +110,7 @@ def run(cfg: Config, progress=None):
     for (N, T, steps), seq in zip(cfg.sizes(), ss):
         r_task, r_noise, r_transfer = (np.random.default_rng(x) for x in seq.spawn(3))
         inst = pop.make_large_instance(r_task, N, T, cfg.Q)
-        main, extra, _ = schedules(N, min(cfg.tau, steps))
+        main, extra = schedules(N, min(cfg.tau, steps))
         groups = [main]
         if cfg.comparisons:                       # a second lockstep group keeps memory bounded
             groups.append(extra)
