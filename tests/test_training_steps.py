@@ -48,23 +48,15 @@ def full_case(alphas=(0.5, 0.2)):
     return X, Y, rg_data.init_full(np.random.default_rng(2), 4, 3, Y.shape[-1], list(alphas))
 
 
-def test_one_gd_step_on_the_diagonal_head_is_theta_minus_eta_grad():
-    X, Y, p0 = diagonal_case()
+@pytest.mark.parametrize("case, train, loss_and_grads", [
+    (diagonal_case, rg_training.train_diagonal, rg_model.loss_and_grads),
+    (full_case, rg_training.train_full, rg_model.full_loss_and_grads)], ids=["diagonal", "full"])
+def test_one_gd_step_on_a_head_is_theta_minus_eta_grad(case, train, loss_and_grads):
+    X, Y, p0 = case()
     eta = 0.3
-    p1, hist = rg_training.train_diagonal(p0, X, Y, eta=eta, n_steps=1)
+    p1, hist = train(p0, X, Y, eta=eta, n_steps=1)
     for r in range(2):
-        loss, g = rg_model.loss_and_grads(per_run(p0, r), X, Y)
-        for k in p0:
-            np.testing.assert_allclose(p1[k][r], p0[k][r] - eta * g[k], rtol=RTOL, atol=1e-15)
-        assert hist["loss"][0, r] == pytest.approx(loss, rel=RTOL)
-
-
-def test_one_gd_step_on_the_full_head_is_theta_minus_eta_grad():
-    X, Y, p0 = full_case()
-    eta = 0.2
-    p1, hist = rg_training.train_full(p0, X, Y, eta=eta, n_steps=1)
-    for r in range(2):
-        loss, g = rg_model.full_loss_and_grads(per_run(p0, r), X, Y)
+        loss, g = loss_and_grads(per_run(p0, r), X, Y)
         for k in p0:
             np.testing.assert_allclose(p1[k][r], p0[k][r] - eta * g[k], rtol=RTOL, atol=1e-15)
         assert hist["loss"][0, r] == pytest.approx(loss, rel=RTOL)
