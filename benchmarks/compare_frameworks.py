@@ -12,6 +12,7 @@ losses are checked to agree, and the table shows microseconds per loss-and-gradi
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -94,6 +95,87 @@ def problems():
         lambda: float(sb_model.loss_and_grads_unchecked(pb, xs[None], k[None], xo[None])[0][0]))
     out.update(transformer_problems())
     return out
+
+
+def public_problems():
+    """The public, checked ``loss_and_grads`` of each paper's model at the papers' sizes, one run:
+    ``name -> (numpy_call(inputs), draw(rng, kind) -> inputs, framework_loss(xp, inputs), wrt)``.
+
+    Each call gets fresh inputs (a cycle of :data:`FRESH` draws) as NumPy arrays, as a student
+    passes them; the frameworks convert them inside the timed call. ``kind`` is ``"random"``
+    (every array drawn at random, parameters of order one) or ``"demo"`` (the demos' data and
+    initialization).
+    """
+    from minitheory.lowrank_sparse import data as ls_data, model as ls_model, training as ls_train
+    from minitheory.rank_growth import data as rg_data, model as rg_model
+    from minitheory.sparse_bigrams import data as sb_data, model as sb_model, training as sb_train
+
+    def diag_draw(rng, kind):
+        if kind == "random":
+            p = {k: rng.standard_normal(4) for k in rg_model.DIAG_KEYS}
+            return dict(p, X=rng.standard_normal((256, 8, 4)), Y=rng.standard_normal((256, 8, 4)))
+        X, Y = rg_data.diagonal_toy(int(rng.integers(1 << 30)), 256, 8, 4)
+        p = rg_data.init_diagonal(rng, 4, [1e-2])
+        return dict({k: v[0] for k, v in p.items()}, X=X, Y=Y)
+
+    def diag_loss(xp, smax, a):
+        A, Bv = a["w_K"] * a["w_Q"], a["w_V"] * a["w_O"]
+        Z = xp.einsum("sij,j,skj->sik", a["X"], A, a["X"])
+        out = xp.einsum("sik,skj->sij", smax(Z), a["X"]) * Bv
+        return 0.5 * xp.sum((out - a["Y"]) ** 2) / a["X"].shape[0]
+
+    dcfg, mcfg = ls_data.DataConfig(), ls_train.ModelConfig()
+
+    def ls_draw(rng, kind):
+        if kind == "random":
+            d, m = dcfg.d, mcfg.m
+            p = {k: rng.standard_normal((d, d)) / np.sqrt(d) for k in ("W_Q", "W_K", "W_V")}
+            p.update(W_O=rng.standard_normal((m, d)) / np.sqrt(d),
+                     a=rng.choice([-1.0, 1.0], (dcfg.L, m)) / np.sqrt(m))
+            X, y = rng.standard_normal((16, dcfg.L, d)), rng.choice([-1.0, 1.0], 16)
+        else:
+            X, y, _, _ = ls_data.sample(rng, 16, dcfg)
+            p = ls_train.init_params(rng, dcfg, mcfg)
+        return dict(p, X=X, y=y)
+
+    def ls_loss(xp, smax, a):
+        Qx, Kx, Vx = (a["X"] @ a[k].T for k in ("W_Q", "W_K", "W_V"))
+        H = smax(Qx @ xp.swapaxes(Kx, -1, -2)) @ Vx
+        P = H @ a["W_O"].T
+        F = xp.sum(xp.maximum(P, 0 * P) * a["a"], axis=(1, 2)) / a["X"].shape[1]
+        return xp.mean(xp.maximum(1 - a["y"] * F, 0 * F))
+
+    def sb_draw(rng, kind):
+        N, T, B = 10, 50, 64
+        if kind == "random":
+            p = {"V": rng.standard_normal((N, N)), "A": rng.standard_normal((T, N))}
+            return dict(p, xs=rng.integers(0, N, (B, T)), k=rng.integers(0, N, B),
+                        xo=rng.integers(0, N, B))
+        inst = sb_data.make_instance(rng, N, T, 2)
+        p = sb_train.uninformative_init(inst, 1)
+        p = {"V": p["V"][0] + 0.1 * rng.standard_normal((N, N)), "A": p["A"][0] + 0.01}
+        xs, k, xo = sb_data.sample(rng, inst, B)
+        return dict(p, xs=xs, k=k, xo=xo)
+
+    def sb_loss(xp, smax, a):
+        N = a["V"].shape[0]
+        hot = lambda idx: idx[..., None] == xp.arange(N)  # noqa: E731  (bool one-hot)
+        w = xp.swapaxes(a["A"][:, a["k"]], 0, 1)                             # (B, T): A[t, k_b]
+        f = xp.sum(hot(a["xs"]) * w[..., None], axis=1) @ a["V"].T           # (B, N)
+        g = xp.where(hot(a["xo"]), f - 1.0, f)                              # f - e_{x_o}
+        return 0.5 * xp.sum(g ** 2) / f.shape[0]
+
+    return {
+        "diagonal head (N=256, n=8, d=4)": (
+            lambda a: rg_model.loss_and_grads({k: a[k] for k in rg_model.DIAG_KEYS}, a["X"], a["Y"]),
+            diag_draw, diag_loss, list(rg_model.DIAG_KEYS)),
+        "softmax 1-layer transformer (B=16, L=20, d=20, m=64)": (
+            lambda a: ls_model.loss_and_grads({k: a[k] for k in ls_model.KEYS}, a["X"], a["y"]),
+            ls_draw, ls_loss, list(ls_model.TRAINED)),
+        "linear transformer, bigrams (B=64, T=50, N=10)": (
+            lambda a: sb_model.loss_and_grads({"V": a["V"], "A": a["A"]}, a["xs"], a["k"], a["xo"]),
+            sb_draw, sb_loss, ["V", "A"]),
+    }
 
 
 def transformer_problems():
@@ -185,20 +267,92 @@ def jax_runner(loss, arrays, wrt):
     return call, lambda: float(call()[0])
 
 
+FRESH = 16    # input sets each public entry point cycles through (a new one every call)
+
+
+def torch_public_runner(loss, wrt):
+    import torch
+    smax = lambda z: torch.softmax(z, dim=-1)  # noqa: E731
+
+    def call(arrays):
+        t = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+        for key in wrt:
+            t[key].requires_grad_(True)
+        value = loss(torch, smax, t)
+        return float(value.detach()), torch.autograd.grad(value, [t[key] for key in wrt])
+    return call
+
+
+def jax_public_runner(loss, wrt):
+    import jax
+    import jax.numpy as jnp
+    jax.config.update("jax_enable_x64", True)
+    smax = lambda z: jax.nn.softmax(z, axis=-1)  # noqa: E731
+    f = jax.jit(jax.value_and_grad(lambda p, fixed: loss(jnp, smax, {**fixed, **p})))
+
+    def call(arrays):
+        value, grads = f({k: arrays[k] for k in wrt}, {k: v for k, v in arrays.items() if k not in wrt})
+        jax.block_until_ready(grads)
+        return float(value), grads
+    return call
+
+
+def public_table(runners, repeats: int, only: str):
+    """Time the public entry points on fresh inputs of both kinds; ``(rows, results)``."""
+    rows, results = [], []
+    for name, (np_call, draw, loss, wrt) in public_problems().items():
+        if only not in name:
+            continue
+        for kind in ("random", "demo"):
+            rng = np.random.default_rng(0)
+            sets = [draw(rng, kind) for _ in range(FRESH)]
+            fresh = itertools.cycle(sets)
+            entry = {"model": name, "inputs": kind,
+                     "us_numpy": 1e6 * timeit(lambda: np_call(next(fresh)), repeats)}
+            for fw, make in runners.items():
+                call = make(loss, wrt)
+                v_np, v_fw = np_call(sets[0])[0], call(sets[0])[0]
+                if not np.isclose(v_np, v_fw, rtol=1e-9, atol=1e-12):
+                    raise AssertionError(f"{fw} loss {v_fw} differs from NumPy {v_np} for {name}")
+                entry[f"us_{fw}"] = 1e6 * timeit(lambda: call(next(fresh)), repeats)
+                entry[f"{fw}_over_numpy"] = entry[f"us_{fw}"] / entry["us_numpy"]
+            results.append(entry)
+            rows.append([name, kind, f"{entry['us_numpy']:,.0f}"] +
+                        [f"{entry[f'us_{fw}']:,.0f} ({entry[f'{fw}_over_numpy']:.2f}x)"
+                         for fw in runners])
+            print(f"  public {name}, {kind} inputs done", file=sys.stderr)
+    return rows, results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--only", default="", help="run only the models whose name contains this")
+    parser.add_argument("--part", choices=("cores", "public", "both"), default="both",
+                        help="time the prepared cores the training loops call, the public "
+                             "checked entry points on fresh inputs, or both (default)")
     args = parser.parse_args(argv)
-    tune_allocator()
-    runners = {}
-    for name, make in (("torch", torch_runner), ("jax", jax_runner)):
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    runners, public_runners = {}, {}
+    for name, make, make_public in (("torch", torch_runner, torch_public_runner),
+                                    ("jax", jax_runner, jax_public_runner)):
         try:
             __import__(name)
-            runners[name] = make
+            runners[name], public_runners[name] = make, make_public
         except ImportError:
             print(f"{name} is not importable: skipped", file=sys.stderr)
+    report = {}
+    if args.part in ("public", "both"):
+        # before tune_allocator: a student's process has glibc's default thresholds
+        rows, report["public"] = public_table(public_runners, args.repeats, args.only)
+        print("public loss_and_grads, checks included, fresh inputs every call (one run):")
+        print(format_table(["model", "inputs", "NumPy us"] +
+                           [f"{fw} us (ratio)" for fw in public_runners], rows))
+    if args.part == "public":
+        return _save(args.out, report)
+    tune_allocator()
     rows, results = [], []
     for name, (np_fn, arrays, loss, wrt, np_value, *only) in problems().items():
         if args.only not in name:
@@ -218,9 +372,15 @@ def main(argv=None) -> int:
                     [f"{entry[f'us_{fw}']:,.0f} ({entry[f'{fw}_over_numpy']:.2f}x)"
                      if f"us_{fw}" in entry else "-" for fw in runners])
         print(f"  {name} done", file=sys.stderr)
+    report["cores"] = results
+    print("prepared cores, as the training loops call them:")
     print(format_table(["model", "NumPy us"] + [f"{fw} us (ratio)" for fw in runners], rows))
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return _save(args.out, report)
+
+
+def _save(out, report) -> int:
+    if out:
+        out.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -17,4 +17,7 @@ Shared pieces: :mod:`minitheory.primitives` (softmax and its VJP), :mod:`minithe
 :mod:`minitheory.validation` (input checks, :class:`~minitheory.validation.DivergenceError`),
 :mod:`minitheory.loop` (the one training loop every trainer runs on).
 """
+from .allocator import warm_heap as _warm_heap
+
 __version__ = "0.1.0"
+_warm_heap()    # freed temporaries stay in the process: see minitheory.allocator

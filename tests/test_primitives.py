@@ -7,7 +7,8 @@ import pytest
 from hypothesis import assume, given, strategies as st
 
 from minitheory.gradcheck import check_gradients
-from minitheory.primitives import fast_softmax, shifted_exp, softmax, softmax_vjp
+from minitheory.primitives import (fast_softmax, fast_softmax_vjp, shifted_exp, softmax,
+                                   softmax_vjp)
 from strategies import scales, seeds
 
 shapes = st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple)
@@ -57,6 +58,10 @@ def test_vjp_matches_the_dense_jacobian(shape, n, seed, scale):
     s = softmax(3 * scale * rng.standard_normal(shape + (n,)))
     g = rng.standard_normal(s.shape)
     assert_vjp_matches_oracle(softmax_vjp, s, g)
+    assert_vjp_matches_oracle(lambda s, g: fast_softmax_vjp(s, g), s, g)
+    gc = g.copy()                                                       # in place, same values
+    assert fast_softmax_vjp(s, gc, out=gc) is gc
+    np.testing.assert_allclose(gc, oracle_softmax_vjp(s, g), rtol=1e-12, atol=1e-15)
     # along another axis: the same rows, moved
     np.testing.assert_allclose(softmax_vjp(s.swapaxes(-1, 0), g.swapaxes(-1, 0), axis=0),
                                oracle_softmax_vjp(s, g).swapaxes(-1, 0), rtol=1e-12, atol=1e-15)
@@ -180,3 +185,7 @@ def test_shifted_exp_is_the_softmax_numerator(n, seed, shift):
     else:
         np.testing.assert_allclose(e.max(-1), 1.0, rtol=0, atol=0)
     np.testing.assert_allclose(e / e.sum(-1, keepdims=True), softmax(z), rtol=1e-12, atol=1e-300)
+    # logits stored transposed (softmax over axis -2): the same numerator, transposed
+    zt = np.ascontiguousarray(z.T)
+    np.testing.assert_array_equal(shifted_exp(zt.copy(), axis=-2), e.T)
+    np.testing.assert_array_equal(shifted_exp(zt.copy(), out=zt, axis=-2), e.T)

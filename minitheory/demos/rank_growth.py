@@ -101,7 +101,7 @@ def memory_estimate(cfg: Config):
     """Bytes the training arrays need (those of ``model.diagonal_data`` and the per-step
     temporaries, about 3x), and the options that set them."""
     R, n, d = len(cfg.alphas), cfg.n_tokens, cfg.d
-    per_seq = d * n * n + (d + 1) * n + 3 * R * n * n + 2 * R * n * (d + 1)
+    per_seq = 2 * (d + 1) * n + 2 * d * R * n + 3 * R * n * n + 2 * R * n * (d + 1)
     return 8 * 3 * cfg.n_seq * per_seq, (f"--n-seq {cfg.n_seq} sequences of --n-tokens {n} "
                                          f"tokens, {R} --alphas")
 

@@ -158,7 +158,7 @@ def support_data(data: dict, J: np.ndarray, y_sq: np.ndarray):
     and the loss of the others.
 
     If :math:`a_j = b_j = 0` for every :math:`j \notin J`, the logits
-    :math:`Z = \sum_{j \in J} a_j X_{:,j} X_{:,j}^\top` need only the rows ``J`` of ``XX``, the
+    :math:`Z = \sum_{j \in J} a_j X_{:,j} X_{:,j}^\top` need only the columns ``J`` of ``X``, the
     output column :math:`f_{:,j} = b_j (SX)_{:,j}` is 0 for :math:`j \notin J`, and so
     :func:`~.model.ab_loss_and_grads_unchecked` on ``(a_J, b_J)`` with these arrays gives the
     loss less :math:`\tfrac12 \operatorname{mean}_s \|Y_{s,:,j}\|^2` summed over
@@ -169,8 +169,9 @@ def support_data(data: dict, J: np.ndarray, y_sq: np.ndarray):
     """
     d = y_sq.size
     rows = np.append(J, d)                                  # X1 = [X, 1]: keep the ones row
-    data_J = {"XX": np.ascontiguousarray(data["XX"][:, J]),
+    data_J = {"X1": np.ascontiguousarray(data["X1"][..., rows]),
               "X1t": np.ascontiguousarray(data["X1t"][:, rows]),
+              "Xt_runs": np.ascontiguousarray(data["Xt_runs"][:, J]),
               "Yt": np.ascontiguousarray(data["Yt"][:, J])}
     rest = float(np.delete(y_sq, J).sum())
     return data_J, rest

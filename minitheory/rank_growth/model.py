@@ -170,19 +170,21 @@ def products_loss_and_grads_unchecked(M, N, X, Y, X1=None):
 # Diagonal head: M = diag(a), N = diag(b)
 # --------------------------------------------------------------------------------------------
 def diagonal_data(X: np.ndarray, Y: np.ndarray, runs: int) -> dict:
-    r"""The data arrays :func:`ab_loss_and_grads_unchecked` works with, for ``runs`` runs (computed once).
+    r"""The data arrays :func:`ab_loss_and_grads_unchecked` works with, for ``runs`` runs
+    (computed once per training run; about 8 ``n_seq n d`` ``runs`` float64 numbers).
 
-    * ``"XX"`` ``(n_seq, d, n n)``: the pair products ``XX[s, j, (i, k)]`` :math:`= X_{s,ij} X_{s,kj}`.
-      For the diagonal head the logits and the key-query gradient are products with it,
-      :math:`Z = a^\top XX` and :math:`\partial L/\partial a = G_Z\, XX^\top`;
-    * ``"X1t"`` ``(n_seq, d+1, n)``: :func:`augment` ``(X)`` transposed;
+    * ``"X1"`` ``(n_seq, n, d+1)``: :func:`augment` ``(X)`` :math:`= [X, 1]`; ``"X1t"`` the same
+      transposed, ``(n_seq, d+1, n)``;
+    * ``"Xt_runs"`` ``(n_seq, d, runs n)``: ``Xt_runs[s, j, (r, i)] = X[s, i, j]``, the inputs
+      transposed and repeated for every run;
     * ``"Yt"`` ``(n_seq, d, runs n)``: ``Yt[s, j, (r, i)] = Y[s, i, j]``, the targets in the
       layout of the outputs, repeated for every run.
     """
     n_seq, n, d = X.shape
-    XX = np.einsum("sij,skj->sjik", X, X).reshape(n_seq, d, n * n)
+    X1 = augment(X)
+    X1t = np.ascontiguousarray(X1.swapaxes(-1, -2))
     Yt = np.broadcast_to(Y.swapaxes(-1, -2)[:, :, None, :], (n_seq, d, runs, n))
-    return {"XX": XX, "X1t": np.ascontiguousarray(augment(X).swapaxes(-1, -2)),
+    return {"X1": X1, "X1t": X1t, "Xt_runs": np.tile(X1t[:, :d], (1, 1, runs)),
             "Yt": Yt.reshape(n_seq, d, runs * n)}
 
 
@@ -195,21 +197,25 @@ def ab_loss_and_grads_unchecked(a, b, data):
         Z_{ik} = \sum_j a_j X_{ij}X_{kj},\ S = \mathrm{smax}(Z),\ f_{ij} = b_j (SX)_{ij};\quad
         \frac{\partial L}{\partial b_j} = \sum_{s,i} \bar f_{ij}(SX)_{ij},\
         G_Z = S \odot \big([\bar f\,\mathrm{diag}(b),\ -\langle G_S, S\rangle]\, X_1^\top\big),\
-        \frac{\partial L}{\partial a_j} = \sum_{s,i,k} G_Z[i,k] X_{ij}X_{kj},
+        \frac{\partial L}{\partial a_j} = \sum_{s,i} X_{ij} (G_Z X)_{ij},
 
     with :math:`\langle G_S, S\rangle_i = \sum_j \bar f_{ij} b_j (SX)_{ij}`. The softmax is never
-    normalized at full size (module docstring); the ``(n, d)`` arrays are kept transposed,
-    ``(n_seq, d, R n)``, and the attention arrays are ``(n_seq, R n, n)``. Gain over the
-    reference twin: 1.8-5.8x at ``R = 5``, 1.3-2.1x at ``R = 1`` (module docstring).
+    normalized at full size (module docstring). Every array is kept transposed, so that each
+    product is one contiguous call per sequence and the elementwise steps run over long rows:
+    the attention arrays are ``(n_seq, n, R n)``, column ``(r, i)`` holding run ``r``'s row
+    ``i`` (``Zt[s, k, (r, i)]`` :math:`= Z_{ik}`), and the ``(n, d)`` arrays ``(n_seq, d, R n)``.
+    Gain over the reference twin: module docstring.
     """
-    XX, X1t, Yt = data["XX"], data["X1t"], data["Yt"]
+    X1, X1t, Xt_runs, Yt = data["X1"], data["X1t"], data["Xt_runs"], data["Yt"]
     R, d = a.shape
-    n_seq, n = X1t.shape[0], X1t.shape[-1]
+    n_seq, n = X1.shape[:2]
     if Yt.shape[-1] != R * n:
         raise ValueError(f"data was prepared for {Yt.shape[-1] // n} runs, got {R}")
-    Z = (a @ XX).reshape(n_seq, R * n, n)               # (n_seq, R n, n)  logits, row (r, i)
-    E = shifted_exp(Z, out=Z)                           #                  softmax numerator
-    EX1t = X1t @ E.swapaxes(-1, -2)                     # (n_seq, d+1, R n) = [E X, E 1]^T
+    X, Xt = X1[..., :d], X1t[:, :d]
+    XAt = Xt_runs * np.repeat(a.T, n, axis=1)           # (n_seq, d, R n)  a_j X_ij at (j, (r, i))
+    Zt = X @ XAt                                        # (n_seq, n, R n)  Z^T: logits X diag(a) X^T
+    Et = shifted_exp(Zt, out=Zt, axis=-2)               #                  softmax numerator E^T
+    EX1t = X1t @ Et                                     # (n_seq, d+1, R n) = [E X, E 1]^T
     inv_rowsum = 1.0 / EX1t[:, d]                       # (n_seq, R n)      1 / (E 1)
     SXt = EX1t[:, :d] * inv_rowsum[:, None]             # (n_seq, d, R n)   (S X)^T
     b_rows = np.repeat(b.T, n, axis=1)                  # (d, R n)          b_j at every (r, i)
@@ -218,16 +224,18 @@ def ab_loss_and_grads_unchecked(a, b, data):
     loss = 0.5 * np.einsum("sjk,sjk->k", resid_t, resid_t).reshape(R, n).sum(-1) / n_seq
     df_t = np.divide(resid_t, n_seq, out=resid_t)       # cotangent of f, transposed, in place
     df_SX = df_t * SXt                                  # df_ij (S X)_ij
-    gb = df_SX.sum(0).reshape(d, R, n).sum(-1).T        # (R, d)
+    gb = np.einsum("sjk->jk", df_SX).reshape(d, R, n).sum(-1).T       # (R, d)
     F_aug = np.empty((n_seq, d + 1, R * n))             # [df diag(b), -<G_S, S>]^T / (E 1)
     np.multiply(df_t, b_rows, out=F_aug[:, :d])
     df_SX *= b_rows
-    np.sum(df_SX, axis=1, out=F_aug[:, d])              # <G_S, S>_i = sum_j df_ij b_j (SX)_ij
+    np.einsum("sjk->sk", df_SX, out=F_aug[:, d])        # <G_S, S>_i = sum_j df_ij b_j (SX)_ij
     np.negative(F_aug[:, d], out=F_aug[:, d])
     F_aug *= inv_rowsum[:, None]
-    G_Z = F_aug.swapaxes(-1, -2) @ X1t                  # (n_seq, R n, n) (G_S - <G_S, S>) / (E 1)
-    G_Z *= E                                            #                 = S (G_S - <G_S, S>)
-    ga = (G_Z.reshape(n_seq, R, n * n) @ XX.swapaxes(-1, -2)).sum(0)       # (R, d)
+    G_Zt = X1 @ F_aug                                   # (n_seq, n, R n) (G_S - <G_S, S>)^T / (E 1)
+    G_Zt *= Et                                          #                 = G_Z^T, the softmax VJP
+    XG = Xt @ G_Zt                                      # (n_seq, d, R n) (G_Z X)^T
+    XG *= Xt_runs                                       #                 X_ij (G_Z X)_ij
+    ga = np.einsum("sjk->jk", XG).reshape(d, R, n).sum(-1).T          # (R, d)
     return loss, ga, gb
 
 
