@@ -2,24 +2,38 @@
 
 Not part of the package and not a dependency: run it where torch and/or jax are importable,
 
-    python benchmarks/compare_frameworks.py [--repeats 5] [--out compare.json] [--only pre-LN]
+    python benchmarks/compare_frameworks.py [--repeats 5] [--part cores|public|both]
+                                            [--out compare.json] [--only pre-LN]
 
 Each model is written once more in the framework (forward only; the framework differentiates
-it), at the papers' default sizes, in float64 on the CPU. The same inputs go to all three, the
-losses are checked to agree, and the table shows microseconds per loss-and-gradients call
-(median of repeats) and the ratios framework / NumPy (> 1: NumPy is faster).
+it), at the papers' default sizes, in float64 on the CPU, with each library's default threads.
+Two tables:
+
+* ``public``: the checked ``loss_and_grads`` a student calls, one run, fresh inputs every call
+  (random arrays, and the demos' data and initialization), NumPy arrays in, as a student passes
+  them (the frameworks convert them inside the timed call);
+* ``cores``: the unchecked cores the training loops call on the arrays they prepare once, and
+  the transformer's whole Adam step against ``torch.optim.Adam``.
+
+The losses are checked to agree. The frameworks are timed in turn, round by round, and each
+round's time is divided by NumPy's in the same round (> 1: NumPy is faster): the table shows the
+median time and the median ratio with its range over the rounds.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-from minitheory.bench import timeit
+from minitheory.bench import blas_info
 from minitheory.demos._common import format_table, tune_allocator
 
 
@@ -230,10 +244,26 @@ def transformer_problems():
             return F.cross_entropy(z.reshape(-1, cfg.n_out), y.reshape(-1))
 
         fn = (lambda p=params, x=inputs, y=targets, c=cfg: tr.loss_and_grads_unchecked(p, x, y, c))
-        out[f"pre-LN transformer, {task} (B={B}, n={cfg.n_tokens}, d=64, 4 layers)"] = (
-            fn, dict(params, inputs=inputs, targets=targets), torch_loss, list(params),
-            lambda fn=fn: float(fn()[0]), ("torch",))
+        name = f"pre-LN transformer, {task} (B={B}, n={cfg.n_tokens}, d=64, 4 layers)"
+        out[name] = (fn, dict(params, inputs=inputs, targets=targets), torch_loss, list(params),
+                     lambda fn=fn: float(fn()[0]), ("torch",))
+        if not prune:
+            out[name.replace("transformer,", "transformer + Adam step,")] = (
+                adam_step(params, inputs, targets, cfg), dict(params, inputs=inputs, targets=targets),
+                torch_loss, list(params), lambda fn=fn: float(fn()[0]), ("torch-adam",))
     return out
+
+
+def adam_step(params, inputs, targets, cfg):
+    """One training step of the NumPy transformer: loss and gradients, then Adam."""
+    from minitheory.transformer import model as tr, training
+    state = {"p": dict(params), "opt": training.adam_init(params)}
+
+    def step():
+        loss, g = tr.loss_and_grads_unchecked(state["p"], inputs, targets, cfg)
+        state["p"], state["opt"] = training.adam_update(state["p"], g, state["opt"], 1e-4)
+        return loss
+    return step
 
 
 def torch_runner(loss, arrays, wrt):
@@ -249,6 +279,25 @@ def torch_runner(loss, arrays, wrt):
         grads = torch.autograd.grad(value, [t[key] for key in wrt])
         return value, grads
     return call, lambda: float(call()[0].detach())
+
+
+def torch_adam_runner(loss, arrays, wrt):
+    """One ``torch.optim.Adam`` step (its default implementation) after the backward pass."""
+    import torch
+    t = {k: torch.tensor(v) for k, v in arrays.items()}
+    for key in wrt:
+        t[key].requires_grad_(True)
+    opt = torch.optim.Adam([t[key] for key in wrt], lr=1e-4)
+    smax = lambda z: torch.softmax(z, dim=-1)  # noqa: E731
+
+    def call():
+        opt.zero_grad(set_to_none=True)
+        value = loss(torch, smax, t)
+        value.backward()
+        opt.step()
+        return value
+    first = float(loss(torch, smax, t).detach())            # the loss before any step
+    return call, lambda: first
 
 
 def jax_runner(loss, arrays, wrt):
@@ -297,84 +346,146 @@ def jax_public_runner(loss, wrt):
     return call
 
 
-def public_table(runners, repeats: int, only: str):
-    """Time the public entry points on fresh inputs of both kinds; ``(rows, results)``."""
-    rows, results = [], []
-    for name, (np_call, draw, loss, wrt) in public_problems().items():
-        if only not in name:
+RUNNERS = {"torch": (torch_runner, torch_public_runner), "jax": (jax_runner, jax_public_runner)}
+
+
+def timed(fn, min_time: float = 0.2) -> float:
+    """Mean microseconds per call of ``fn`` over one timing of >= ``min_time`` s, after a warm-up."""
+    fn()                                                    # warm up (allocations, caches)
+    t0 = time.perf_counter()
+    fn()
+    n = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return 1e6 * (time.perf_counter() - t0) / n
+
+
+def measure(fw: str, part: str, only: str) -> dict:
+    """One round in this process, for the one framework ``fw`` (``"numpy"``, ``"torch"``,
+    ``"jax"``): ``key -> {"us": us per call, "loss": the loss at the first inputs}``."""
+    out = {}
+    if part in ("public", "both"):
+        # before tune_allocator: a student's process has glibc's default thresholds
+        for name, (np_call, draw, loss, wrt) in public_problems().items():
+            if only not in name:
+                continue
+            for kind in ("random", "demo"):
+                rng = np.random.default_rng(0)
+                sets = [draw(rng, kind) for _ in range(FRESH)]
+                call = np_call if fw == "numpy" else RUNNERS[fw][1](loss, wrt)
+                fresh = itertools.cycle(sets)
+                out[f"public | {name} | {kind}"] = {"loss": float(call(sets[0])[0]),
+                                                    "us": timed(lambda: call(next(fresh)))}
+    if part in ("cores", "both"):
+        tune_allocator()
+        for name, (np_fn, arrays, loss, wrt, np_value, *which) in problems().items():
+            if only not in name:
+                continue
+            if fw == "numpy":
+                call, value = np_fn, np_value
+            elif which and f"{fw}-adam" in which[0]:
+                call, value = torch_adam_runner(loss, arrays, wrt)
+            elif which and fw not in which[0]:
+                continue
+            else:
+                call, value = RUNNERS[fw][0](loss, arrays, wrt)
+            v = value()
+            out[f"cores | {name}"] = {"loss": v, "us": timed(call)}
+    return out
+
+
+def rounds(frameworks, repeats: int, part: str, only: str) -> dict:
+    """``repeats`` rounds, each framework in a fresh process of its own, in turn (NumPy first):
+    ``fw -> [round results]``. One process per framework keeps their thread pools (OpenBLAS's,
+    PyTorch's OpenMP) from spinning on the cores while the other is timed."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1])] + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    results = {fw: [] for fw in frameworks}
+    for r in range(repeats):
+        for fw in frameworks:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", fw, "--part", part,
+                   "--only", only]
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"the {fw} worker failed:\n{done.stderr}")
+            results[fw].append(json.loads(done.stdout))
+        print(f"  round {r + 1} of {repeats} done", file=sys.stderr)
+    return results
+
+
+def summarize(results: dict) -> list:
+    """Per model: NumPy's median time, each framework's median time and its ratio to NumPy's
+    time round by round ``[min, median, max]``; losses checked to agree."""
+    entries = []
+    for key in results["numpy"][0]:
+        np_us = np.array([rnd[key]["us"] for rnd in results["numpy"]])
+        entry = {"key": key, "numpy": {"us": float(np.median(np_us))}}
+        for fw, rnds in results.items():
+            if fw == "numpy" or key not in rnds[0]:
+                continue
+            v_np, v_fw = results["numpy"][0][key]["loss"], rnds[0][key]["loss"]
+            if not np.isclose(v_np, v_fw, rtol=1e-9, atol=1e-12):
+                raise AssertionError(f"{fw} loss {v_fw} differs from NumPy {v_np} for {key}")
+            us = np.array([rnd[key]["us"] for rnd in rnds])
+            ratio = us / np_us
+            entry[fw] = {"us": float(np.median(us)),
+                         "ratio": [float(ratio.min()), float(np.median(ratio)), float(ratio.max())]}
+        entries.append(entry)
+    return entries
+
+
+def _row(entry, frameworks):
+    """Table cells: NumPy's time, then each framework's time and median ratio (its range)."""
+    cells = [f"{entry['numpy']['us']:,.0f}"]
+    for fw in frameworks:
+        if fw not in entry:
+            cells.append("-")
             continue
-        for kind in ("random", "demo"):
-            rng = np.random.default_rng(0)
-            sets = [draw(rng, kind) for _ in range(FRESH)]
-            fresh = itertools.cycle(sets)
-            entry = {"model": name, "inputs": kind,
-                     "us_numpy": 1e6 * timeit(lambda: np_call(next(fresh)), repeats)}
-            for fw, make in runners.items():
-                call = make(loss, wrt)
-                v_np, v_fw = np_call(sets[0])[0], call(sets[0])[0]
-                if not np.isclose(v_np, v_fw, rtol=1e-9, atol=1e-12):
-                    raise AssertionError(f"{fw} loss {v_fw} differs from NumPy {v_np} for {name}")
-                entry[f"us_{fw}"] = 1e6 * timeit(lambda: call(next(fresh)), repeats)
-                entry[f"{fw}_over_numpy"] = entry[f"us_{fw}"] / entry["us_numpy"]
-            results.append(entry)
-            rows.append([name, kind, f"{entry['us_numpy']:,.0f}"] +
-                        [f"{entry[f'us_{fw}']:,.0f} ({entry[f'{fw}_over_numpy']:.2f}x)"
-                         for fw in runners])
-            print(f"  public {name}, {kind} inputs done", file=sys.stderr)
-    return rows, results
+        lo, med, hi = entry[fw]["ratio"]
+        cells.append(f"{entry[fw]['us']:,.0f} ({med:.2f}x, {lo:.2f}-{hi:.2f})")
+    return cells
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="rounds (each framework timed once per round, in its own process)")
+    parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
     parser.add_argument("--only", default="", help="run only the models whose name contains this")
     parser.add_argument("--part", choices=("cores", "public", "both"), default="both",
-                        help="time the prepared cores the training loops call, the public "
-                             "checked entry points on fresh inputs, or both (default)")
+                        help="time the public checked entry points on fresh inputs, the prepared "
+                             "cores the training loops call, or both (default)")
+    parser.add_argument("--worker", choices=("numpy", "torch", "jax"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        json.dump(measure(args.worker, args.part, args.only), sys.stdout)
+        return 0
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    runners, public_runners = {}, {}
-    for name, make, make_public in (("torch", torch_runner, torch_public_runner),
-                                    ("jax", jax_runner, jax_public_runner)):
-        try:
-            __import__(name)
-            runners[name], public_runners[name] = make, make_public
-        except ImportError:
-            print(f"{name} is not importable: skipped", file=sys.stderr)
-    report = {}
-    if args.part in ("public", "both"):
-        # before tune_allocator: a student's process has glibc's default thresholds
-        rows, report["public"] = public_table(public_runners, args.repeats, args.only)
-        print("public loss_and_grads, checks included, fresh inputs every call (one run):")
-        print(format_table(["model", "inputs", "NumPy us"] +
-                           [f"{fw} us (ratio)" for fw in public_runners], rows))
-    if args.part == "public":
-        return _save(args.out, report)
-    tune_allocator()
-    rows, results = [], []
-    for name, (np_fn, arrays, loss, wrt, np_value, *only) in problems().items():
-        if args.only not in name:
-            continue
-        entry = {"model": name, "us_numpy": 1e6 * timeit(np_fn, args.repeats)}
-        for fw, make in runners.items():
-            if only and fw not in only[0]:
-                continue
-            call, value = make(loss, arrays, wrt)
-            v_np, v_fw = np_value(), value()
-            if not np.isclose(v_np, v_fw, rtol=1e-9, atol=1e-12):
-                raise AssertionError(f"{fw} loss {v_fw} differs from NumPy {v_np} for {name}")
-            entry[f"us_{fw}"] = 1e6 * timeit(call, args.repeats)
-            entry[f"{fw}_over_numpy"] = entry[f"us_{fw}"] / entry["us_numpy"]
-        results.append(entry)
-        rows.append([name, f"{entry['us_numpy']:,.0f}"] +
-                    [f"{entry[f'us_{fw}']:,.0f} ({entry[f'{fw}_over_numpy']:.2f}x)"
-                     if f"us_{fw}" in entry else "-" for fw in runners])
-        print(f"  {name} done", file=sys.stderr)
-    report["cores"] = results
-    print("prepared cores, as the training loops call them:")
-    print(format_table(["model", "NumPy us"] + [f"{fw} us (ratio)" for fw in runners], rows))
+    if args.out and not args.out.parent.is_dir():
+        parser.error(f"--out: folder {args.out.parent} does not exist")
+    frameworks = ["numpy"]
+    for fw in RUNNERS:
+        if importlib.util.find_spec(fw) is None:
+            print(f"{fw} is not importable: skipped", file=sys.stderr)
+        else:
+            frameworks.append(fw)
+    entries = summarize(rounds(frameworks, args.repeats, args.part, args.only))
+    report = {"blas": blas_info(), "repeats": args.repeats, "results": entries}
+    head = [f"{fw} us (median ratio, range)" for fw in frameworks[1:]]
+    for part, title in (("public", "public loss_and_grads, checks included, fresh inputs every "
+                                   "call (one run):"),
+                        ("cores", "prepared cores, as the training loops call them:")):
+        rows = [e["key"].split(" | ")[1:] + _row(e, frameworks[1:]) for e in entries
+                if e["key"].startswith(part)]
+        if rows:
+            print(title)
+            print(format_table(["model"] + (["inputs"] if part == "public" else []) +
+                               ["NumPy us"] + head, rows))
+    b = report["blas"]
+    print(f"NumPy BLAS: {b['name']} {b['version']}, {b['threads']} thread(s); {args.repeats} "
+          f"rounds; ratio = framework time / NumPy time in the same round (> 1: NumPy is faster)")
     return _save(args.out, report)
 
 

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -128,11 +129,19 @@ def products_rate(products, repeats: int) -> float:
 
 # --------------------------------------------------------------------------------------------
 # One case per (model, size): a loss_and_grads closure, a training-step closure, a FLOP count,
-# and the shapes of the matrix products in one loss_and_grads call
+# the shapes of the matrix products in one loss_and_grads call, and the reference twin of the
+# loss_and_grads closure (of the step for the population, or None) on the same inputs
 # --------------------------------------------------------------------------------------------
+class Case(NamedTuple):
+    lag: Callable
+    step: Callable
+    flops: float
+    products: list
+    reference: Callable | None
+    reference_of: str = "lag"          # which closure the reference twin computes
 def case_diagonal(R: int):
     """Diagonal head, the toy of the rank-growth paper (N=256, n=8, d=4), ``R`` init scales."""
-    from .rank_growth import data, model
+    from .rank_growth import data, model, reference
     X, Y = data.diagonal_toy(0, 256, 8, 4)
     p = data.init_diagonal(np.random.default_rng(1), 4, np.full(R, 0.5))
     eta = 0.02
@@ -145,14 +154,15 @@ def case_diagonal(R: int):
     Ns, n, d = X.shape
     # forward: XM, Z, SX, out (2 flops per multiply-add); backward: twice the forward
     fwd = 2 * Ns * n * (d * d + n * d + n * d + d * d) + 5 * Ns * n * n
-    products = [((R, d), (Ns, d, n * n)), ((Ns, d + 1, n), (Ns, n, R * n)),
-                ((Ns, R * n, d + 1), (Ns, d + 1, n)), ((Ns, R, n * n), (Ns, n * n, d))]
-    return (lambda: model.diag_loss_and_grads_unchecked(p, prepared)), step, 3 * fwd * R, products
+    products = [((Ns, n, d), (Ns, d, R * n)), ((Ns, d + 1, n), (Ns, n, R * n)),
+                ((Ns, n, d + 1), (Ns, d + 1, R * n)), ((Ns, d, n), (Ns, n, R * n))]
+    return Case(lambda: model.diag_loss_and_grads_unchecked(p, prepared), step, 3 * fwd * R,
+                products, lambda: reference.loss_and_grads(p, X, Y))
 
 
 def case_full(R: int):
     """Full attention head, the non-diagonal toy (N=256, n=8, d=6), ``R`` init scales."""
-    from .rank_growth import data, model
+    from .rank_growth import data, model, reference
     X, Y, _, _ = data.full_toy(0, 256, 8, 6)
     p = data.init_full(np.random.default_rng(1), 6, 6, 6, np.full(R, 0.5))
     X1 = model.augment(X)                                   # once per run, as train_full does
@@ -168,12 +178,13 @@ def case_full(R: int):
                 ((R, d, Ns * n), (R, Ns * n, d)), ((R, Ns * n, d), (R, d, d)),
                 ((Ns, n * R, d + 1), (Ns, d + 1, n)), ((Ns, n * R, n), (Ns, n, d)),
                 ((d, Ns * n), (Ns * n, R * d))]
-    return (lambda: model.full_loss_and_grads_unchecked(p, X, Y, X1)), step, 3 * fwd * R, products
+    return Case(lambda: model.full_loss_and_grads_unchecked(p, X, Y, X1), step, 3 * fwd * R,
+                products, lambda: reference.full_loss_and_grads(p, X, Y))
 
 
 def case_softmax_transformer(B: int):
     """One-layer softmax transformer of the low-rank/sparse paper (L=20, d=20, m=64), batch B."""
-    from .lowrank_sparse import data, model, training
+    from .lowrank_sparse import data, model, reference, training
     dcfg = data.DataConfig()
     rng = np.random.default_rng(0)
     X, y, _, _ = data.sample(rng, B, dcfg)
@@ -190,12 +201,13 @@ def case_softmax_transformer(B: int):
                 ((B * L, d), (d, m)), ((B, L * m), (L * m, 1)), ((B * L, m), (m, d)),
                 ((B, L, d), (B, d, L))] + [((B, L, L), (B, L, d))] * 3 + \
         [((3 * d, B * L), (B * L, d)), ((m, B * L), (B * L, d))]
-    return (lambda: model.loss_and_grads_unchecked(p, Xr, yr)), step, 3 * fwd, products
+    return Case(lambda: model.loss_and_grads_unchecked(p, Xr, yr), step, 3 * fwd, products,
+                lambda: reference.loss_and_grads_unchecked(p, Xr, yr))
 
 
 def case_linear_bigram(B: int):
     """Linear transformer on SCB (N=10, T=50), batch B, with the sampling of a training step."""
-    from .sparse_bigrams import data, model, training
+    from .sparse_bigrams import data, model, reference, training
     rng = np.random.default_rng(0)
     inst = data.make_instance(rng, 10, 50, 2)
     p = training.uninformative_init(inst, 1)
@@ -209,7 +221,8 @@ def case_linear_bigram(B: int):
     N, T = inst.N, inst.T
     # histogram B*T, f and g_V 2*B*N*N each, r@V 2*B*N*N, one-hot product 2*B*T*N
     flops = B * T + 3 * 2 * B * N * N + 2 * B * T * N
-    return (lambda: model.loss_and_grads_unchecked(p, xs, k, xo)), step, flops, []
+    return Case(lambda: model.loss_and_grads_unchecked(p, xs, k, xo), step, flops, [],
+                lambda: reference.loss_and_grads(p, xs, k, xo))
 
 
 def case_population(N: int, T: int = 100_000):
@@ -231,14 +244,30 @@ def case_population(N: int, T: int = 100_000):
         pop._step(s, V, A, 1, pop.column_stats(A, inst.q), inst, G, Xi, Xi_mean,
                   rng.standard_normal((N, N)))
     # per T x N entry: stats 3, gradient 3, update ~10 elementwise flops; O(N^2) parts small
-    return grads, step, 16 * T * N + 20 * N * N, []
+    return Case(grads, step, 16 * T * N + 20 * N * N, [],
+                reference_step(s, V, A, inst, Xi, noise) if N <= 100 else None, "step")
+
+
+def reference_step(s, V, A, inst, Xi, noise):
+    """:func:`.sparse_bigrams.reference.large_t_step` on the same state (dense ``Q*``; its six
+    ``T x N`` temporaries would need 2.4 GB at N = 500, so the bench runs it at N = 100 only),
+    timed against the fast step (``step``) rather than the gradients."""
+    from .sparse_bigrams import data, population as pop, reference
+    dense = data.check_instance(inst.P, inst.mu, inst.q.dense())
+    Xi_V = np.random.default_rng(1).standard_normal(V.shape)
+
+    def step():
+        noise.fill(Xi)
+        return reference.large_t_step(s, V, A, 1, dense, Xi, Xi_V, sigma_V=pop.SIGMA_V,
+                                      sigma_A_times_sqrt_N=pop.SIGMA_A_TIMES_SQRT_N)
+    return step
 
 
 def case_transformer_adam(task: str):
     """Pre-LN transformer of the rank-growth demo (d=64, 4 heads of 16, 4 layers, MLP 128), one
     Adam step on a minibatch of the demo's size: vision 64 digits in 2x2 patches (17 tokens),
     language 16 windows of 64 characters (vocabulary 103)."""
-    from .transformer import model, training
+    from .transformer import model, reference, training
     rng = np.random.default_rng(0)
     if task == "vision":
         B, n, V = 64, 17, 10
@@ -258,7 +287,8 @@ def case_transformer_adam(task: str):
     # per token and layer: Q, K, V and O maps, scores and mixing, the MLP; then the head
     per_token = cfg.depth * 2 * (4 * d * H * dh + 2 * n * H * dh + 2 * d * m)
     fwd = B * n * per_token + 2 * (B if task == "vision" else B * n) * d * V
-    return (lambda: model.loss_and_grads_unchecked(state["p"], x, y, cfg)), step, 3 * fwd, []
+    return Case(lambda: model.loss_and_grads_unchecked(state["p"], x, y, cfg), step, 3 * fwd, [],
+                lambda: reference.loss_and_grads_unchecked(state["p"], x, y, cfg))
 
 
 CASES = [
@@ -279,8 +309,7 @@ CASES = [
 
 def run_axis_speedup(repeats: int, R: int = 16) -> dict:
     """Seconds per run of a diagonal-head GD step: R runs on the run axis vs one at a time."""
-    _, batched, _, _ = case_diagonal(R)
-    _, single, _, _ = case_diagonal(1)
+    batched, single = case_diagonal(R).step, case_diagonal(1).step
     t_batched = timeit(batched, repeats) / R
     t_single = timeit(single, repeats)
     return {"runs": R, "us_per_run_batched": 1e6 * t_batched,
@@ -322,32 +351,50 @@ def main(argv=None) -> int:
                                      "numpy": np.__version__, "blas": blas},
                          "matmul_gflops": peak,
                          "cases": []}
+    slower = []
     for model_name, size, make in CASES:
-        lag, step, flops, products = make()
-        t_lag, t_step = timeit(lag, args.repeats), timeit(step, args.repeats)
-        gflops, ceiling = flops / t_lag / 1e9, products_rate(products, args.repeats)
+        case = make()
+        t_lag, t_step = timeit(case.lag, args.repeats), timeit(case.step, args.repeats)
+        gflops, ceiling = case.flops / t_lag / 1e9, products_rate(case.products, args.repeats)
+        gain = float("nan")
+        if case.reference is not None:
+            t_fast = t_lag if case.reference_of == "lag" else t_step
+            gain = timeit(case.reference, max(1, args.repeats // 2)) / t_fast
+            if gain < 1.0:
+                slower.append(f"{model_name} {size} ({gain:.2f}x)")
         results["cases"].append({"model": model_name, "size": size, "us_loss_and_grads": 1e6 * t_lag,
                                  "us_train_step": 1e6 * t_step, "gflops": gflops,
-                                 "fraction_of_matmul": gflops / peak, "flops": flops,
+                                 "fraction_of_matmul": gflops / peak, "flops": case.flops,
                                  "products_gflops": ceiling,
-                                 "products_fraction_of_matmul": ceiling / peak})
+                                 "products_fraction_of_matmul": ceiling / peak,
+                                 "step_over_products_rate": gflops / ceiling,
+                                 "gain_over_reference": gain,
+                                 "reference_of": case.reference_of})
         rows.append([model_name, size, f"{1e6 * t_lag:,.0f}", f"{1e6 * t_step:,.0f}",
                      f"{gflops:.2f}", f"{100 * gflops / peak:.1f}%",
-                     "-" if np.isnan(ceiling) else f"{100 * ceiling / peak:.0f}%"])
+                     "-" if np.isnan(ceiling) else f"{100 * ceiling / peak:.0f}%",
+                     "-" if np.isnan(ceiling) else f"{100 * gflops / ceiling:.0f}%",
+                     "-" if np.isnan(gain) else f"{gain:.1f}x"])
         print(f"  {model_name} {size}: {1e6 * t_lag:,.0f} us", file=sys.stderr)
-        del lag, step
+        del case
+    results["fast_twins_slower_than_reference"] = slower
     results["run_axis"] = run_axis
     results["peak_rss_GB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     if not args.skip_demos:
         with tempfile.TemporaryDirectory() as tmp:
             results["demo_seconds"] = demo_times(Path(tmp))
     print(format_table(["model", "size", "us / loss_and_grads", "us / train step", "GFLOP/s",
-                        "of matmul", "its products' @"], rows))
+                        "of matmul", "its products' @", "of products' @", "vs reference"],
+                       rows))
     ra = results["run_axis"]
     print(f"\nBLAS {blas['name']} {blas['version']} with {blas['threads']} thread(s) on "
           f"{os.cpu_count()} CPUs; matmul ceiling: {peak:.1f} GFLOP/s; run axis at {ra['runs']} runs: "
           f"{ra['us_per_run_batched']:.0f} us per run batched vs {ra['us_per_run_sequential']:.0f} "
           f"us one at a time ({ra['speedup']:.1f}x); peak RSS {results['peak_rss_GB']:.2f} GB")
+    print("vs reference: the reference twin's time / the fast twin's, at these BLAS threads "
+          "(the population: whole steps, N = 100 only); " +
+          (f"SLOWER THAN THE REFERENCE: {', '.join(slower)}" if slower else
+           "every fast twin is faster"))
     if "demo_seconds" in results:
         print("demo wall times: " + ", ".join(f"{k} {v:.1f} s"
                                               for k, v in results["demo_seconds"].items()))

@@ -11,11 +11,16 @@ SMALL = [c for c in bench.CASES if "population" not in c[0] and "64" not in c[1]
 
 @pytest.mark.parametrize("model_name, size, make", SMALL, ids=[f"{m} {s}" for m, s, _ in SMALL])
 def test_cases_run_and_list_valid_products(model_name, size, make):
-    lag, step, flops, products = make()
-    loss, grads = lag()
-    assert np.all(np.isfinite(loss)) and flops > 0
-    step()
-    for sa, sb in products:                   # every listed product is a valid matmul
+    case = make()
+    loss, grads = case.lag()
+    assert np.all(np.isfinite(loss)) and case.flops > 0
+    # the reference twin computes the same loss and gradients at the same point
+    loss_ref, grads_ref = case.reference()
+    np.testing.assert_allclose(loss_ref, loss, rtol=1e-10)
+    for k in grads:
+        np.testing.assert_allclose(grads_ref[k], grads[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    case.step()
+    for sa, sb in case.products:              # every listed product is a valid matmul
         np.zeros(sa) @ np.zeros(sb)
 
 
@@ -25,10 +30,12 @@ def test_products_rate_counts_flops():
 
 
 def test_population_case_runs():
-    lag, step, flops, products = bench.case_population(20, T=1000)
-    G = lag()
-    assert np.all(np.isfinite(G)) and products == []
-    step()
+    case = bench.case_population(20, T=1000)
+    G = case.lag()
+    assert np.all(np.isfinite(G)) and case.products == [] and case.reference_of == "step"
+    case.step()
+    V, A = case.reference()
+    assert np.all(np.isfinite(V)) and np.all(np.isfinite(A))
 
 
 def test_run_axis_speedup_reports_both_timings():
