@@ -284,3 +284,36 @@ def test_finite_differences_reject_a_softmax_vjp_without_its_row_term():
         _gradcheck(reference, case)
         with pytest.raises(GradcheckError):
             _gradcheck(wrong, case)
+
+
+@pytest.mark.parametrize("mod", [reference, model], ids=["reference", "fast"])
+def test_kink_pattern_is_the_active_relus_and_hinges(mod):
+    # the gradient checks trust this pattern to tell when a perturbation crossed a kink: its
+    # hinge part must be the samples with a positive loss max(0, 1 - y F), its ReLU part the
+    # positive pre-activations (margins straddle 1, up to 2.5, so a shifted threshold shows)
+    p, X, _ = _case(5, 40, 4, 3, 2, 3, 5)
+    F = mod.output(p, X)
+    p = dict(p, a=p["a"] * 1.5 / np.median(np.abs(F)))           # |F| of order 1.5
+    F = mod.output(p, X)
+    y = np.sign(F)                                               # margins y F = |F|
+    assert np.any((np.abs(F) > 1) & (np.abs(F) < 2)) and np.any(np.abs(F) < 1)
+    pattern = mod.relu_pattern(p, X, y)
+    hinge = pattern[-X.shape[0]:]
+    np.testing.assert_array_equal(hinge, np.maximum(0.0, 1.0 - y * F) > 0)
+    relu = pattern[:-X.shape[0]]
+    P = reference.forward({k: v[None] for k, v in p.items()}, X[None])[1]["P"]
+    np.testing.assert_array_equal(relu, (P > 0).ravel())
+
+
+@pytest.mark.parametrize("mod", [reference, model], ids=["reference", "fast"])
+def test_the_hinge_takes_the_subgradient_0_at_its_kink(mod):
+    # one token, one neuron, all ones: every number below is exact, F = 1 and y F = 1 exactly,
+    # so the hinge sits at its kink; the documented subgradient there is 0, in both twins
+    one = np.ones((1, 1))
+    p = {"W_Q": 0.5 * one, "W_K": 0.5 * one, "W_V": one, "W_O": one, "a": one}
+    X, y = np.ones((1, 1, 1)), np.ones(1)
+    assert mod.output(p, X)[0] == 1.0
+    loss, g = mod.loss_and_grads(p, X, y)
+    assert loss == 0.0 and all(np.all(v == 0.0) for v in g.values())
+    loss, g = mod.loss_and_grads(p, X, -y)                  # margin -1: the hinge is active
+    assert loss == 2.0 and g["W_O"][0, 0] == 1.0 and g["W_V"][0, 0] == 1.0

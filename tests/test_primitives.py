@@ -98,6 +98,19 @@ def test_guard_rows_beyond_the_range_of_exp(smax, row):
 
 
 @both
+@pytest.mark.parametrize("far", [-800.0, 800.0, -1e4])
+def test_guard_looks_at_both_extremes_of_the_whole_array(smax, far):
+    # one global check decides the path: an ordinary row next to a row far out on either side
+    # must take the shifted path (a check of only the largest or only the smallest logit would
+    # exponentiate the far row unshifted, to 0/0 or inf/inf)
+    z = np.array([[0.0, 1.0, -1.0], [far, far - 1.0, far + 0.5]])
+    s = smax(z.copy())
+    assert np.all(np.isfinite(s))
+    np.testing.assert_allclose(s, oracle_softmax(z - z.max(-1, keepdims=True)), rtol=1e-13,
+                               atol=1e-300)
+
+
+@both
 @given(shape=shapes, n=rowlen, seed=seeds, scale=st.floats(0.1, 50.0))
 def test_rows_sum_to_one_and_shift_invariant(smax, shape, n, seed, scale):
     rng = np.random.default_rng(seed)

@@ -159,3 +159,15 @@ def test_bad_inputs_name_the_parameter():
 def test_bad_alpha_is_rejected(alphas):
     with pytest.raises(ValueError, match="alpha"):
         data.init_diagonal(np.random.default_rng(0), 4, alphas)
+
+
+@pytest.mark.parametrize("alphas, ok", [([1.0], True), ([0.5, 1.0], True), ([1.5], False),
+                                        ([0.0], False), ([-0.1], False), ([], False)])
+def test_full_head_init_takes_alphas_in_0_to_1(alphas, ok):
+    # unlike the diagonal head, the full head allows alpha = 1 (its "large init" run), no more
+    if ok:
+        p = data.init_full(np.random.default_rng(0), 3, 2, 3, alphas)
+        assert p["W_K"].shape == (len(alphas), 3, 2)
+    else:
+        with pytest.raises(ValueError, match=r"alphas must be .* in \(0, 1\]"):
+            data.init_full(np.random.default_rng(0), 3, 2, 3, alphas)

@@ -81,6 +81,16 @@ def test_divergence_names_step_and_rate_and_keeps_history():
     assert all(np.all(np.isfinite(v)) for v in params.values())
 
 
+def test_divergence_names_the_runs_that_went_non_finite():
+    # the larger init diverges first; its weights overflow one step before its loss does (the
+    # loss is evaluated at the old weights), and the error names that run and only it
+    X, Y = data.diagonal_toy(0, 16, 4, 4)
+    p0 = data.init_diagonal(np.random.default_rng(1), 4, [0.01, 0.5])
+    with np.errstate(all="ignore"), pytest.raises(DivergenceError) as info:
+        training.train_diagonal(p0, X, Y, eta=50.0, n_steps=200)
+    assert "runs [1]" in str(info.value), str(info.value)
+
+
 @pytest.mark.parametrize("kw, match", [(dict(eta=0.0), "eta"), (dict(eta=-1.0), "eta"),
                                        (dict(eta=float("nan")), "eta"),
                                        (dict(n_steps=-1), "n_steps"),

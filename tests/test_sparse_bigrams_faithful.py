@@ -200,14 +200,22 @@ def test_similarity_of_a_zero_matrix_is_zero_and_runs_are_separate():
     np.testing.assert_allclose(sA, [0.0, 1.0], atol=1e-14)
 
 
-def test_large_T_similarity_equals_the_dense_one():
+@pytest.mark.parametrize("scale", [0.0, 0.05, 1.0, 20.0])
+def test_large_T_metrics_equal_their_dense_definitions(scale):
+    # every logged large-T metric, from the column statistics, against the dense definition in
+    # analysis; scales with mu-norms 0 (the guards), below one and above one
     inst = pop.make_large_instance(np.random.default_rng(3), 5, 9, 2)
     dense = data.check_instance(inst.P, inst.mu, inst.q.dense())
     rng = np.random.default_rng(0)
-    V, A = rng.random((5, 5)), rng.random((9, 5))
+    V, A = scale * rng.random((5, 5)), scale * rng.random((9, 5))
     m = pop.metrics(V, A, pop.column_stats(A, inst.q), inst)
-    sV, sA = analysis.similarity({"V": V, "A": A}, dense)
-    assert m["sim_V"] == pytest.approx(sV, rel=1e-12) and m["sim_A"] == pytest.approx(sA, rel=1e-12)
+    p = {"V": V, "A": A}
+    want = dict(zip(("sim_V", "sim_A"), analysis.similarity(p, dense)))
+    want.update(zip(("dist_V", "dist_A"), analysis.distances(p, dense)))
+    want.update(zip(("alpha_V", "alpha_A", "resid_V", "resid_A"), analysis.signals(p, dense)))
+    assert set(m) == set(want)
+    for key in want:
+        assert m[key] == pytest.approx(float(want[key]), rel=1e-10, abs=1e-12), key
 
 
 # --------------------------------------------------------------------------------------------

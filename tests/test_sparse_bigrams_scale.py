@@ -91,6 +91,28 @@ def test_fused_step_equals_the_reference_step(schedule, it):
     np.testing.assert_allclose(A, A2, atol=1e-13)
 
 
+@pytest.mark.parametrize("c_bar, balanced", [(0.09, False), (0.12, True), (-0.09, False),
+                                             (-0.12, True), (3.0, True)])
+def test_balance_acts_only_when_the_mass_is_at_least_0_1(c_bar, balanced):
+    # balance rescales (V, A) -> (c V, A / c) with c = sum_k mu_k 1^T a_k when |c| >= 0.1, in
+    # both twins. Without l1 and noise the centred step keeps c, so after the step c is 1 if it
+    # balanced and unchanged if not, on either side of the guard.
+    inst, dense = _small()
+    rng = np.random.default_rng(2)
+    V = rng.standard_normal((5, 5)) * 0.3 + 0.2
+    A = rng.random((7, 5))
+    A *= c_bar / (inst.mu @ A.sum(0))
+    s = pop.Schedule(eta_A=0.5, B1=np.inf, B2=np.inf, lam=0.0, tau=0)
+    zero_A, zero_V = np.zeros_like(A), np.zeros_like(V)
+    _, A_ref = reference.large_t_step(s, V, A, 1, dense, zero_A, zero_V, sigma_V=pop.SIGMA_V,
+                                      sigma_A_times_sqrt_N=pop.SIGMA_A_TIMES_SQRT_N)
+    V_fast, A_fast = V.copy(), A.copy()
+    pop._step(s, V_fast, A_fast, 1, pop.column_stats(A_fast, inst.q), inst, np.empty_like(A),
+              zero_A, zero_A.mean(0), zero_V)
+    for A_new in (A_ref, A_fast):
+        np.testing.assert_allclose(inst.mu @ A_new.sum(0), 1.0 if balanced else c_bar, rtol=1e-12)
+
+
 def test_injected_noise_has_the_configured_variance():
     # With identical states, the difference between a noisy and a noiseless step is
     # eta_A * (sigma_A / sqrt(B)) * (Xi - mean Xi): its variance per entry is known.

@@ -38,6 +38,11 @@ def test_normalizations():
     np.testing.assert_array_equal(A2, small)
     Vv, _ = training.normalize(V, A, inst.mu, "v_cols")
     np.testing.assert_allclose(Vv.sum(1), 1.0, atol=1e-12)
+    V_flat = V.copy()
+    V_flat[0, :, 2] = [0.5, -0.5, 1.0, -1.0, 0.0]                            # column sum 0
+    Vf, _ = training.normalize(V_flat, A, inst.mu, "v_cols")
+    np.testing.assert_array_equal(Vf[0, :, 2], V_flat[0, :, 2])              # left as it is
+    np.testing.assert_allclose(np.delete(Vf[0].sum(0), 2), 1.0, atol=1e-12)
     A_neg = A.copy()
     A_neg[0, :, 0] = -1.0                                                     # an empty column
     _, Aa = training.normalize(V, A_neg, inst.mu, "a_cols")

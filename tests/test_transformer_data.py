@@ -118,3 +118,10 @@ def test_context_longer_than_the_text_is_refused():
         data.tiled_windows(corpus.train, 10**6)
     with pytest.raises(ValueError, match="test_fraction"):
         data.char_corpus("abc", test_fraction=1.0)
+
+
+def test_the_shortest_corpus_is_two_characters():
+    corpus = data.char_corpus("ab")                         # one to train on, one held out
+    assert corpus.decode(corpus.train) == "a" and corpus.decode(corpus.test) == "b"
+    with pytest.raises(ValueError, match="at least 2 characters, got 1"):
+        data.char_corpus("a")
