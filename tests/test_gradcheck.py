@@ -142,6 +142,9 @@ def test_a_check_that_compares_nothing_fails_and_only_zeros_warns():
     with pytest.warns(GradcheckWarning, match="cannot tell a right gradient from a wrong one"):
         rep = check_gradients(hinge, {"w": np.array([2.0, 5.0])})
     assert rep.only_zeros == ["w"]
+    with pytest.warns(GradcheckWarning, match="cannot tell"):     # "zero" includes |value| = atol
+        rep = check_gradients(hinge, {"w": np.array([2.0, 5.0])}, atol=0.0)
+    assert rep.only_zeros == ["w"]
     with warnings.catch_warnings():                       # away from zero loss: no warning
         warnings.simplefilter("error", GradcheckWarning)
         check_gradients(hinge, {"w": np.array([0.1, 0.2])})

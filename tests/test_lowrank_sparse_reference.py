@@ -317,3 +317,14 @@ def test_the_hinge_takes_the_subgradient_0_at_its_kink(mod):
     assert loss == 0.0 and all(np.all(v == 0.0) for v in g.values())
     loss, g = mod.loss_and_grads(p, X, -y)                  # margin -1: the hinge is active
     assert loss == 2.0 and g["W_O"][0, 0] == 1.0 and g["W_V"][0, 0] == 1.0
+
+
+def test_both_twins_stay_finite_and_agree_at_logits_beyond_exp():
+    # logits of order 1e3: exp alone overflows, so the softmax must shift by the row maximum
+    p, X, y = _case(3, 4, 5, 3, 2, 3, 5)
+    p = dict(p, W_Q=40 * p["W_Q"], W_K=40 * p["W_K"])
+    Qx, Kx = X @ p["W_Q"].T, X @ p["W_K"].T
+    assert np.abs(Qx @ Kx.swapaxes(-1, -2)).max() > 800
+    F, F_ref = model.output(p, X), reference.output(p, X)
+    assert np.all(np.isfinite(F)) and np.all(np.isfinite(F_ref))
+    np.testing.assert_allclose(F, F_ref, rtol=1e-10, atol=1e-12)

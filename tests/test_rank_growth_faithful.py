@@ -201,3 +201,11 @@ def test_full_teacher_defaults_unchanged_and_bad_options():
     m, _, err = rank_growth_full.run(cfg)
     assert err is None and m["sv_dN"].shape[-1] == 3
     np.testing.assert_allclose(m["sv_N_star"][:2], [1.0, 0.5])
+
+
+def test_perturbation_rank_counts_the_coordinates_that_moved():
+    # the rank of diag(w - w0): from a full init, a move in two coordinates is rank 2
+    w0 = np.array([[0.3, -0.2, 0.4, 0.1]])
+    w = w0 + np.array([[1.0, 0.0, -0.5, 0.0]])
+    np.testing.assert_array_equal(analysis.perturbation_rank(w, w0), [2])
+    np.testing.assert_array_equal(analysis.perturbation_rank(w0, w0), [0])

@@ -26,6 +26,17 @@ def test_one_step_multiplies_c_by_exactly_one_minus_eta2_g2(N, n, d, seed, scale
                                           {k: v[None] for k, v in new.items()}, [eta])[0] < 1e-14
 
 
+def test_conservation_residual_is_0_on_a_pair_at_zero_and_sees_a_violation():
+    # w_K = w_Q = 0 in one coordinate stays there (both gradients vanish): c = 0 is conserved
+    # exactly and the residual is 0 there, not 0/0; a step that breaks the law is seen
+    p = {"w_K": np.array([[0.0, 0.5]]), "w_Q": np.array([[0.0, -0.3]]),
+         "w_V": np.array([[0.2, 0.1]]), "w_O": np.array([[0.4, -0.2]])}
+    zero = {k: np.zeros_like(v) for k, v in p.items()}
+    assert training.conservation_residual(p, zero, p, [0.1])[0] == 0.0
+    broken = dict(p, w_K=p["w_K"] + 0.01)                  # a move no gradient step makes
+    assert training.conservation_residual(p, zero, broken, [0.1])[0] > 1e-3
+
+
 def test_logged_conservation_residual_is_rounding_at_every_alpha():
     X, Y = data.diagonal_toy(0, 32, 6, 4)
     alphas = np.array([1e-2, 1e-8, 1e-32])

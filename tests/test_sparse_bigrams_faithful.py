@@ -253,3 +253,18 @@ def test_population_gradients_of_both_models_match_finite_differences(seed):
         f = contract_runs(lambda p: training.population_loss_and_grads(p, inst), cot)
         report = check_gradients(f, params, rng=rng)
         assert set(report.n_compared) == set(params)
+
+
+def test_support_recovery_counts_columns_and_false_positives_per_run():
+    # Q = 2 of T = 5 positions per column; run 0 finds the support in columns 0 and 2 (of 4) and
+    # puts 3 non-zeros off the support; run 1 is the truth itself
+    inst = _inst(7)
+    truth = inst.Q_star > 0
+    A0 = inst.Q_star.copy()
+    for k in (1, 3):                                     # move one support entry off the support
+        t_in, t_out = np.flatnonzero(truth[:, k])[0], np.flatnonzero(~truth[:, k])[0]
+        A0[t_out, k], A0[t_in, k] = 2.0, 0.0
+    A0[np.flatnonzero(~truth[:, 0])[0], 0] = 1e-3        # a small off-support non-zero
+    right, off = analysis.support_recovery(np.stack([A0, inst.Q_star]), inst)
+    np.testing.assert_allclose(right, [0.5, 1.0])
+    np.testing.assert_allclose(off, [3 / (~truth).sum(), 0.0])
