@@ -204,10 +204,10 @@ def transformer_problems():
     from minitheory.transformer import model as tr
 
     out = {}
-    cases = {"vision": (dict(task="vision", n_tokens=17, n_in=4, n_out=10), 128, False),
+    cases = {"vision": (dict(task="vision", n_tokens=17, n_in=4, n_out=10), 64, False),
              "vision, torch: class token only": (dict(task="vision", n_tokens=17, n_in=4,
-                                                      n_out=10), 128, True),
-             "language": (dict(task="language", n_tokens=64, n_in=100, n_out=100), 32, False)}
+                                                      n_out=10), 64, True),
+             "language": (dict(task="language", n_tokens=64, n_in=103, n_out=103), 16, False)}
     for task, (kw, B, prune) in cases.items():
         cfg = tr.TransformerConfig(**kw)
         rng = np.random.default_rng(0)
