@@ -38,7 +38,9 @@ from minitheory.demos._common import format_table, tune_allocator
 
 
 def problems():
-    """``name -> (numpy_fn, arrays, framework_loss(xp, softmax, arrays) -> scalar, wrt)``."""
+    """``name -> (numpy_fn, arrays, framework_loss(xp, softmax, arrays) -> scalar, wrt,
+    numpy_loss_value[, frameworks])``: the last entry, where present, names the only frameworks
+    to compare (``"torch-adam"``: PyTorch with ``torch.optim.Adam``)."""
     from minitheory.lowrank_sparse import data as ls_data, model as ls_model, training as ls_train
     from minitheory.rank_growth import data as rg_data, model as rg_model
     from minitheory.sparse_bigrams import data as sb_data, model as sb_model, training as sb_train
@@ -268,8 +270,7 @@ def adam_step(params, inputs, targets, cfg):
 
 def torch_runner(loss, arrays, wrt):
     import torch
-    t = {k: torch.tensor(v) if np.asarray(v).dtype.kind != "i" else torch.tensor(v)
-         for k, v in arrays.items()}
+    t = {k: torch.tensor(v) for k, v in arrays.items()}
     for key in wrt:
         t[key].requires_grad_(True)
     smax = lambda z: torch.softmax(z, dim=-1)  # noqa: E731
@@ -366,7 +367,7 @@ def measure(fw: str, part: str, only: str) -> dict:
     ``"jax"``): ``key -> {"us": us per call, "loss": the loss at the first inputs}``."""
     out = {}
     if part in ("public", "both"):
-        # before tune_allocator: a student's process has glibc's default thresholds
+        # before tune_allocator: a student's process has only import minitheory's warm_heap
         for name, (np_call, draw, loss, wrt) in public_problems().items():
             if only not in name:
                 continue
@@ -396,16 +397,19 @@ def measure(fw: str, part: str, only: str) -> dict:
 
 
 def rounds(frameworks, repeats: int, part: str, only: str) -> dict:
-    """``repeats`` rounds, each framework in a fresh process of its own, in turn (NumPy first):
+    """``repeats`` rounds, each framework in a fresh process of its own, in turn (the order
+    rotating from round to round):
     ``fw -> [round results]``. One process per framework keeps their thread pools (OpenBLAS's,
     PyTorch's OpenMP) from spinning on the cores while the other is timed."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1])] + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    paths = [str(Path(__file__).resolve().parents[1])] + \
+        [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     results = {fw: [] for fw in frameworks}
     for r in range(repeats):
-        for fw in frameworks:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", fw, "--part", part,
-                   "--only", only]
+        k = r % len(frameworks)                             # rotate the order: drift within a
+        for fw in frameworks[k:] + frameworks[:k]:          # round biases no framework
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", fw, f"--part={part}",
+                   f"--only={only}"]
             done = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if done.returncode:
                 raise RuntimeError(f"the {fw} worker failed:\n{done.stderr}")
@@ -463,8 +467,17 @@ def main(argv=None) -> int:
         return 0
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    if args.out and not args.out.parent.is_dir():
-        parser.error(f"--out: folder {args.out.parent} does not exist")
+    if args.out is not None:
+        if args.out.is_dir() or not args.out.parent.is_dir():
+            parser.error(f"--out must be a file in an existing folder, got {args.out}")
+        if not os.access(args.out.parent, os.W_OK) or (args.out.exists() and
+                                                        not os.access(args.out, os.W_OK)):
+            parser.error(f"--out: {args.out} cannot be written")
+    names = [n for n in ({**public_problems(), **problems()} if args.part == "both" else
+                         public_problems() if args.part == "public" else problems())
+             if args.only in n]
+    if not names:
+        parser.error(f"--only {args.only!r} matches no model of --part {args.part}")
     frameworks = ["numpy"]
     for fw in RUNNERS:
         if importlib.util.find_spec(fw) is None:

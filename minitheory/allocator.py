@@ -7,8 +7,9 @@ fresh zeroed memory, which costs more than the arithmetic (the diagonal head's p
 ``loss_and_grads``: 630 -> 256 us).
 
 * :func:`warm_heap` (run once when :mod:`minitheory` is imported) only frees one large block:
-  glibc then raises both thresholds itself, its documented dynamic threshold (mallopt(3)),
-  exactly as after any NumPy program frees its first array of a few MB. No setting changes.
+  glibc then raises both thresholds itself (mmap to about 8 MB, trim to about 16 MB), its
+  documented dynamic threshold (mallopt(3)), exactly as after any NumPy program frees its first
+  array of a few MB. It makes no ``mallopt`` call.
 * :func:`tune_allocator` (the demo entry point :func:`minitheory.demos._common.demo_main`, once
   the options are accepted, and ``python -m minitheory.bench``) sets both thresholds high with
   ``mallopt``, for training arrays of any size.

@@ -33,7 +33,7 @@ def test_conservation_residual_is_0_on_a_pair_at_zero_and_sees_a_violation():
          "w_V": np.array([[0.2, 0.1]]), "w_O": np.array([[0.4, -0.2]])}
     zero = {k: np.zeros_like(v) for k, v in p.items()}
     assert training.conservation_residual(p, zero, p, [0.1])[0] == 0.0
-    broken = dict(p, w_K=p["w_K"] + 0.01)                  # a move no gradient step makes
+    broken = dict(p, w_K=p["w_K"] + np.array([[0.01, 0.0]]))  # moves only the pair at zero
     assert training.conservation_residual(p, zero, broken, [0.1])[0] > 1e-3
 
 

@@ -94,8 +94,8 @@ def test_fused_step_equals_the_reference_step(schedule, it):
 @pytest.mark.parametrize("c_bar, balanced", [(0.09, False), (0.12, True), (-0.09, False),
                                              (-0.12, True), (3.0, True)])
 def test_balance_acts_only_when_the_mass_is_at_least_0_1(c_bar, balanced):
-    # balance rescales (V, A) -> (c V, A / c) with c = sum_k mu_k 1^T a_k when |c| >= 0.1, in
-    # both twins. Without l1 and noise the centred step keeps c, so after the step c is 1 if it
+    # balance rescales (V, A) -> (c V, A / c) with c = sum_k mu_k 1^T a_k when |c| >= 0.1 [the
+    # project's guard against dividing by a vanishing mass, documented in both twins], in both. Without l1 and noise the centred step keeps c, so after the step c is 1 if it
     # balanced and unchanged if not, on either side of the guard.
     inst, dense = _small()
     rng = np.random.default_rng(2)

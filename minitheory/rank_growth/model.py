@@ -56,8 +56,8 @@ softmax at full size: with the numerator :math:`E = \exp(Z - c)`
 (:func:`~minitheory.primitives.shifted_exp`), one product :math:`E X_1 = [E X, E\mathbf 1]` gives
 :math:`S X` after dividing the small ``(n, d)`` part by the row sums, and the same division
 turns :math:`E` into :math:`S` in the VJP. It keeps every array transposed (the attention
-arrays ``(n_seq, n, R n)``, the ``(n, d)`` arrays ``(n_seq, d, R n)``), so that its four products
-read contiguous operands and the elementwise steps run over long rows, and it needs nothing
+arrays ``(n_seq, n, R n)``, the ``(n, d)`` arrays ``(n_seq, d, R n)``), so that none of its
+four products needs a transposed copy and the elementwise steps run over long rows, and it needs nothing
 prepared from ``X`` but :func:`augment` and transposes: against the earlier pair-product layout
 the core went from ~250 to ~180 us and the preparation from ~220 to ~27 us at ``R = 1`` (best
 of 7 on an idle 2-core machine).
@@ -179,7 +179,7 @@ def products_loss_and_grads_unchecked(M, N, X, Y, X1=None):
 # --------------------------------------------------------------------------------------------
 def diagonal_data(X: np.ndarray, Y: np.ndarray, runs: int) -> dict:
     r"""The data arrays :func:`ab_loss_and_grads_unchecked` works with, for ``runs`` runs
-    (computed once per training run; about 8 ``n_seq n d`` ``runs`` float64 numbers).
+    (computed once per training run; ``2 n_seq n (d + 1) + 2 n_seq n d runs`` float64 numbers).
 
     * ``"X1"`` ``(n_seq, n, d+1)``: :func:`augment` ``(X)`` :math:`= [X, 1]`; ``"X1t"`` the same
       transposed, ``(n_seq, d+1, n)``;
