@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -392,7 +393,25 @@ def measure(fw: str, part: str, only: str) -> dict:
             else:
                 call, value = RUNNERS[fw][0](loss, arrays, wrt)
             v = value()
-            out[f"cores | {name}"] = {"loss": v, "us": timed(call)}
+            first = call()                                  # the gradients at the first point
+            entry = {"loss": v, "us": timed(call)}
+            if isinstance(first, tuple):                    # (an Adam step returns the loss only)
+                entry["grads"] = grad_digest(first[1], wrt)
+            out[f"cores | {name}"] = entry
+    return out
+
+
+def grad_digest(grads, wrt) -> dict:
+    """Each gradient projected on a fixed random direction (the same in every process), and the
+    sum of the absolute terms (the rounding scale): ``key -> [<g, r_key>, sum |g r_key|]``.
+
+    ``grads``: a dict by key (NumPy, JAX) or a tuple in the order of ``wrt`` (PyTorch)."""
+    out = {}
+    for i, key in enumerate(wrt):
+        g = grads[key] if isinstance(grads, dict) else grads[i]
+        g = np.asarray(g.detach().numpy() if hasattr(g, "detach") else g, dtype=np.float64)
+        r = np.random.default_rng(zlib.crc32(key.encode())).standard_normal(g.shape)
+        out[key] = [float(np.sum(g * r)), float(np.sum(np.abs(g * r)))]
     return out
 
 
@@ -431,6 +450,12 @@ def summarize(results: dict) -> list:
             v_np, v_fw = results["numpy"][0][key]["loss"], rnds[0][key]["loss"]
             if not np.isclose(v_np, v_fw, rtol=1e-9, atol=1e-12):
                 raise AssertionError(f"{fw} loss {v_fw} differs from NumPy {v_np} for {key}")
+            g_np, g_fw = results["numpy"][0][key].get("grads"), rnds[0][key].get("grads")
+            for k in (g_np.keys() & g_fw.keys()) if g_np and g_fw else ():
+                (d_np, scale), d_fw = g_np[k], g_fw[k][0]
+                if abs(d_np - d_fw) > 1e-9 * scale + 1e-300:
+                    raise AssertionError(f"{fw} gradient of {k!r} differs from NumPy's for {key}: "
+                                         f"projections {d_fw} and {d_np} (scale {scale})")
             us = np.array([rnd[key]["us"] for rnd in rnds])
             ratio = us / np_us
             entry[fw] = {"us": float(np.median(us)),
