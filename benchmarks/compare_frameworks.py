@@ -28,13 +28,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from minitheory.bench import blas_info
+from minitheory.bench import blas_info, timeit
 from minitheory.demos._common import format_table, tune_allocator
 
 
@@ -342,7 +341,8 @@ def jax_public_runner(loss, wrt):
     f = jax.jit(jax.value_and_grad(lambda p, fixed: loss(jnp, smax, {**fixed, **p})))
 
     def call(arrays):
-        value, grads = f({k: arrays[k] for k in wrt}, {k: v for k, v in arrays.items() if k not in wrt})
+        fixed = {k: v for k, v in arrays.items() if k not in wrt}
+        value, grads = f({k: arrays[k] for k in wrt}, fixed)
         jax.block_until_ready(grads)
         return float(value), grads
     return call
@@ -351,16 +351,10 @@ def jax_public_runner(loss, wrt):
 RUNNERS = {"torch": (torch_runner, torch_public_runner), "jax": (jax_runner, jax_public_runner)}
 
 
-def timed(fn, min_time: float = 0.2) -> float:
-    """Mean microseconds per call of ``fn`` over one timing of >= ``min_time`` s, after a warm-up."""
-    fn()                                                    # warm up (allocations, caches)
-    t0 = time.perf_counter()
-    fn()
-    n = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return 1e6 * (time.perf_counter() - t0) / n
+def timed(fn) -> float:
+    """Microseconds per call of ``fn``: one timing of ~0.2 s after a warm-up (the rounds give the
+    repeats)."""
+    return 1e6 * timeit(fn, 1)
 
 
 def measure(fw: str, part: str, only: str) -> dict:

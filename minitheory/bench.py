@@ -133,12 +133,15 @@ def products_rate(products, repeats: int) -> float:
 # loss_and_grads closure (of the step for the population, or None) on the same inputs
 # --------------------------------------------------------------------------------------------
 class Case(NamedTuple):
+    """One benchmark case; ``lag`` is the fast ``loss_and_grads`` closure the training loop calls."""
     lag: Callable
     step: Callable
     flops: float
     products: list
     reference: Callable | None
     reference_of: str = "lag"          # which closure the reference twin computes
+
+
 def case_diagonal(R: int):
     """Diagonal head, the toy of the rank-growth paper (N=256, n=8, d=4), ``R`` init scales."""
     from .rank_growth import data, model, reference

@@ -18,7 +18,8 @@ tokens at once as one BLAS call, the readout as one matrix-vector product, ``out
 in the backward pass, and the softmax and its VJP in place with their row sums as products
 with a ones vector (:func:`~minitheory.primitives.fast_softmax`,
 :func:`~minitheory.primitives.fast_softmax_vjp`; together 336 -> 292 us per checked call at
-B=16, L=20, d=20, m=64, best of 7 on a quiet 2-core machine). The training loop (:mod:`.training`) and the analysis call this twin.
+B=16, L=20, d=20, m=64, best of 7 on a quiet 2-core machine). The training loop
+(:mod:`.training`) and the analysis call this twin.
 
 Shapes (a leading run axis ``R`` is optional in the checked functions and then also leads ``X``
 and ``y``; :func:`forward`, :func:`backward` and :func:`loss_and_grads_unchecked` require it):

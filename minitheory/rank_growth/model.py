@@ -57,10 +57,10 @@ softmax at full size: with the numerator :math:`E = \exp(Z - c)`
 :math:`S X` after dividing the small ``(n, d)`` part by the row sums, and the same division
 turns :math:`E` into :math:`S` in the VJP. It keeps every array transposed (the attention
 arrays ``(n_seq, n, R n)``, the ``(n, d)`` arrays ``(n_seq, d, R n)``), so that none of its
-four products needs a transposed copy and the elementwise steps run over long rows, and it needs nothing
-prepared from ``X`` but :func:`augment` and transposes: against the earlier pair-product layout
-the core went from ~250 to ~180 us and the preparation from ~220 to ~27 us at ``R = 1`` (best
-of 7 on an idle 2-core machine).
+four products needs a transposed copy and the elementwise steps run over long rows, and it
+needs nothing prepared from ``X`` but :func:`augment` and transposes: against the earlier
+pair-product layout the core went from ~250 to ~180 us and the preparation from ~220 to ~27 us
+at ``R = 1`` (best of 7 on an idle 2-core machine).
 
 The public entry points (:func:`loss_and_grads`, :func:`loss_and_grads_ab`,
 :func:`full_loss_and_grads`) validate their inputs (:mod:`.checks`) and call the ``*_unchecked``
@@ -209,7 +209,8 @@ def ab_loss_and_grads_unchecked(a, b, data):
 
     with :math:`\langle G_S, S\rangle_i = \sum_j \bar f_{ij} b_j (SX)_{ij}`. The softmax is never
     normalized at full size (module docstring). Every array is kept transposed, so that each
-    product is one contiguous call per sequence and the elementwise steps run over long rows:
+    product is one call per sequence without a transposed copy and the elementwise steps run
+    over long rows:
     the attention arrays are ``(n_seq, n, R n)``, column ``(r, i)`` holding run ``r``'s row
     ``i`` (``Zt[s, k, (r, i)]`` :math:`= Z_{ik}`), and the ``(n, d)`` arrays ``(n_seq, d, R n)``.
     Gain over the reference twin: module docstring.
