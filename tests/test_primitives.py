@@ -7,8 +7,8 @@ import pytest
 from hypothesis import assume, given, strategies as st
 
 from minitheory.gradcheck import check_gradients
-from minitheory.primitives import (fast_softmax, fast_softmax_vjp, shifted_exp, softmax,
-                                   softmax_vjp)
+from minitheory.primitives import (exp_is_safe, fast_softmax, fast_softmax_vjp, shifted_exp,
+                                   softmax, softmax_vjp)
 from strategies import scales, seeds
 
 shapes = st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple)
@@ -202,3 +202,17 @@ def test_shifted_exp_is_the_softmax_numerator(n, seed, shift):
     zt = np.ascontiguousarray(z.T)
     np.testing.assert_array_equal(shifted_exp(zt.copy(), axis=-2), e.T)
     np.testing.assert_array_equal(shifted_exp(zt.copy(), out=zt, axis=-2), e.T)
+
+
+@pytest.mark.parametrize("n", [1, 8, 100])
+def test_exp_is_safe_exactly_below_its_bound(n):
+    # safe strictly below 700 - log n on either side, not at it, never for an empty array
+    bound = 700.0 - math.log(n)
+    below = np.nextafter(bound, 0.0)
+    for sign in (1.0, -1.0):
+        assert exp_is_safe(np.array([[0.0, sign * below]]), n)
+        assert not exp_is_safe(np.array([[0.0, sign * bound]]), n)
+        assert not exp_is_safe(np.array([[sign * 1e4, 0.0]]), n)
+    assert not exp_is_safe(np.empty((0, n)), n)
+    # what the bound promises: a sum of n exponentials below it neither overflows nor vanishes
+    assert np.isfinite(n * np.exp(below)) and n * np.exp(-below) > 0

@@ -123,6 +123,33 @@ def test_fast_softmax_branch_for_huge_scores():
                                    atol=1e-10 * np.max(np.abs(g_r[key])), err_msg=key)
 
 
+@given(seed=seeds, N=st.integers(1, 5), C=st.integers(2, 7),
+       scale=st.sampled_from([0.1, 3.0, 300.0, 1e4]))
+def test_fast_cross_entropy_equals_reference(seed, N, C, scale):
+    rng = np.random.default_rng(seed)
+    z, y = scale * rng.standard_normal((N, 2, C)), rng.integers(0, C, (N, 2))
+    z_before = z.copy()
+    loss_r, dz_r = reference.cross_entropy(z, y)
+    loss_f, dz_f = model.cross_entropy(z, y)
+    np.testing.assert_array_equal(z, z_before)
+    assert np.isfinite(loss_f) and dz_f.shape == z.shape
+    # the two differ by the row maximum they subtract: rounding on the scale of the logits
+    assert np.isclose(loss_f, loss_r, rtol=1e-12, atol=1e-14 * (1.0 + np.max(np.abs(z))))
+    np.testing.assert_allclose(dz_f, dz_r, rtol=1e-11, atol=1e-15)
+
+
+@pytest.mark.parametrize("far", [-800.0, 800.0, 1e4])
+def test_fast_cross_entropy_shifts_far_logits(far):
+    # one row beyond the range of exp beside an ordinary one: the fast twin must take the
+    # reference's shifted path (unshifted, the far row's exponentials overflow or vanish)
+    z = np.array([[0.0, 1.0, -1.0], [far, far - 1.0, far + 0.5]])
+    y = np.array([2, 0])
+    loss_r, dz_r = reference.cross_entropy(z, y)
+    loss_f, dz_f = model.cross_entropy(z, y)
+    assert np.isfinite(loss_f) and np.isclose(loss_f, loss_r, rtol=1e-12)
+    np.testing.assert_allclose(dz_f, dz_r, rtol=1e-12, atol=1e-300)
+
+
 @pytest.mark.parametrize("impl", list(IMPLS))
 @settings(max_examples=10)
 @given(case=configs())

@@ -30,8 +30,9 @@ key                       shape                     role
 (Q/K/V of all heads at once, the output map of all heads at once, the MLP, the head) is a single
 large product; only the ``(n, n)`` score and mixing products are stacked per (sample, head). In
 the vision model the last block is computed for the class token only (the only row the head
-reads). LayerNorm's backward, ReLU and the cross-entropy are the reference's: a fast twin of
-them gained less than 1.5x.
+reads). ReLU is the reference's: a fast twin of it gained less than 1.5x. Column sums (the
+bias gradients) are products with a vector of ones (2.3x faster than ``sum(axis=0)`` on
+``(1024, 128)``).
 
 Measured (CPU time, one BLAS thread, a shared and loaded machine: +-15%): one
 :func:`loss_and_grads` at the demo sizes (vision B = 128, n = 17, patches of 4 pixels;
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..primitives import exp_is_safe
 from . import reference
 from .checks import check_batch_for, check_config, param_shapes
 from .reference import LN_EPS, GELU_C
@@ -156,8 +158,7 @@ def init_params(rng: np.random.Generator, cfg: TransformerConfig, scale: float =
 # --------------------------------------------------------------------------------------------
 def layer_norm(x, g, b):
     r"""LayerNorm over the last axis of a 2-D ``x`` ``(N, d)``; twin of
-    :func:`.reference.layer_norm`, with the same cache (its backward is the reference's
-    :func:`.reference.layer_norm_backward`: a fast twin of it gained only 1.4x).
+    :func:`.reference.layer_norm`, with the same cache.
 
     Trick: the row means are matrix-vector products (``x @ 1/d``; NumPy reduces short rows
     slowly), and the centred array is reused. Measured gain 1.5x (B n = 2176) to 1.7x
@@ -172,7 +173,27 @@ def layer_norm(x, g, b):
     return y, (xc, inv_std, g)
 
 
-layer_norm_backward = reference.layer_norm_backward
+def layer_norm_backward(dy, cache):
+    r"""Twin of :func:`.reference.layer_norm_backward` on 2-D ``dy`` ``(N, d)``.
+
+    Trick: every sum is a matrix-vector product, over the rows for :math:`\bar g, \bar b` and
+    over the features for the two means, and :math:`\overline{\bar{\hat x} \odot \hat x}
+    = (\bar y \odot \hat x) \cdot g / d` reuses the product that :math:`\bar g` sums. Measured
+    gain 1.6x at ``N = 1024``, d = 64 (timeit, two threads).
+    """
+    x_hat, inv_std, g = cache
+    N, d = dy.shape
+    ones = np.ones(N)
+    dy_x_hat = dy * x_hat
+    dg, db = ones @ dy_x_hat, ones @ dy
+    dx = dy * g                                                 # dx_hat
+    mean_dx_hat = dx @ np.full(d, 1.0 / d)
+    mean_dx_hat_x_hat = dy_x_hat @ (g / d)
+    dx -= mean_dx_hat[:, None]
+    np.multiply(x_hat, mean_dx_hat_x_hat[:, None], out=dy_x_hat)
+    dx -= dy_x_hat
+    dx *= inv_std
+    return dx, dg, db
 
 
 def _softmax_rows(scores, mask):
@@ -184,7 +205,7 @@ def _softmax_rows(scores, mask):
     exponential. Otherwise they are set to ``-inf`` and the row maximum subtracted.
     """
     n = scores.shape[-1]
-    if scores.size and max(-np.min(scores), np.max(scores)) < 700.0 - np.log(n):
+    if exp_is_safe(scores, n):
         np.exp(scores, out=scores)
         if mask is not None:
             scores *= mask
@@ -218,6 +239,9 @@ def attention(y, W_Q, W_K, W_V, W_O, B, causal):
     :math:`W_Q`), the output maps of all heads one product with the ``(H d_h, d)`` matrix of
     the :math:`W_O^{h\top}`; the scores and the mixing :math:`A V` are stacked per (sample, head)
     and run in batch blocks of :data:`_BLOCK` scores (they stay in cache through the softmax).
+    The per-head ``(n, d_h)`` matrices are strided views of the projections' output, and
+    :math:`A V` is written straight into the heads-side-by-side ``(B n, H d_h)`` layout, so no
+    array is transposed (BLAS reads a matrix whose rows are evenly spaced).
     Measured gain over the reference's einsums: 9.6x (B = 128, n = 17) and 7.8x (B = 32,
     n = 64, causal), d = 64, 4 heads of 16 (CPU time, one thread).
     Returns ``out`` ``(B n, d)`` and the cache.
@@ -225,41 +249,40 @@ def attention(y, W_Q, W_K, W_V, W_O, B, causal):
     H, d, d_h = W_Q.shape
     n = y.shape[0] // B
     W_qkv = np.concatenate([W_Q / np.sqrt(d_h), W_K, W_V]).transpose(1, 0, 2).reshape(d, 3 * H * d_h)
-    qkv = np.ascontiguousarray((y @ W_qkv).reshape(B, n, 3, H, d_h).transpose(2, 0, 3, 1, 4))
-    Q, K, V = qkv                                                          # (B, H, n, d_h) each
+    Q, K, V = (y @ W_qkv).reshape(B, n, 3, H, d_h).transpose(2, 0, 3, 1, 4)  # (B, H, n, d_h) views
     mask = causal_mask(n) if causal else None
     A = np.empty((B, H, n, n))
-    Zh = np.empty((B, H, n, d_h))
+    Z = np.empty((B * n, H * d_h))                                         # heads side by side
+    Zh = Z.reshape(B, n, H, d_h).transpose(0, 2, 1, 3)                     # (B, H, n, d_h) view
     for rows in _chunks(B, H * n * n):                          # score blocks that stay in cache
         np.matmul(Q[rows], K[rows].swapaxes(-1, -2), out=A[rows])
         _softmax_rows(A[rows], mask)
         np.matmul(A[rows], V[rows], out=Zh[rows])
-    Z = Zh.transpose(0, 2, 1, 3).reshape(B * n, H * d_h)                  # heads side by side
     W_o = W_O.transpose(0, 2, 1).reshape(H * d_h, d)                        # rows (h, e)
-    return Z @ W_o, (y, W_qkv, qkv, A, Z, W_o, B)
+    return Z @ W_o, (y, W_qkv, (Q, K, V), A, Z, W_o, B)
 
 
 def attention_backward(dout, cache):
     r"""Twin of :func:`.reference.attention_backward`, with the stacked matrices of
     :func:`attention`: :math:`\bar W_{qkv} = Y^\top [\bar Q, \bar K, \bar V]` and
-    :math:`\bar Y = [\bar Q, \bar K, \bar V] W_{qkv}^\top` are one product each. Measured gain
-    12x (B = 128, n = 17) and 9.5x (B = 32, n = 64), sizes as :func:`attention`."""
-    y, W_qkv, qkv, A, Z, W_o, B = cache
-    Q, K, V = qkv[0], qkv[1], qkv[2]
+    :math:`\bar Y = [\bar Q, \bar K, \bar V] W_{qkv}^\top` are one product each, written through
+    strided views as in :func:`attention`. Measured gain 12x (B = 128, n = 17) and 9.5x
+    (B = 32, n = 64), sizes as :func:`attention`."""
+    y, W_qkv, (Q, K, V), A, Z, W_o, B = cache
     _, H, n, d_h = Q.shape
     d = y.shape[1]
     dW_O = (Z.T @ dout).reshape(H, d_h, d).transpose(0, 2, 1)
-    dZ = np.ascontiguousarray((dout @ W_o.T).reshape(B, n, H, d_h).transpose(0, 2, 1, 3))
-    dqkv = np.empty((3, B, H, n, d_h))                                     # dQ, dK, dV
+    dZ = (dout @ W_o.T).reshape(B, n, H, d_h).transpose(0, 2, 1, 3)        # (B, H, n, d_h) view
+    dqkv = np.empty((B * n, 3 * H * d_h))
+    dQ, dK, dV = dqkv.reshape(B, n, 3, H, d_h).transpose(2, 0, 3, 1, 4)    # (B, H, n, d_h) views
     for rows in _chunks(B, H * n * n):
         A_r, dZ_r = A[rows], dZ[rows]
-        np.matmul(A_r.swapaxes(-1, -2), dZ_r, out=dqkv[2, rows])
+        np.matmul(A_r.swapaxes(-1, -2), dZ_r, out=dV[rows])
         dS = dZ_r @ V[rows].swapaxes(-1, -2)                               # dA, then dS in place
         dS -= np.einsum("bhqk,bhqk->bhq", dS, A_r)[..., None]
         dS *= A_r
-        np.matmul(dS, K[rows], out=dqkv[0, rows])
-        np.matmul(dS.swapaxes(-1, -2), Q[rows], out=dqkv[1, rows])
-    dqkv = dqkv.transpose(1, 3, 0, 2, 4).reshape(B * n, 3 * H * d_h)
+        np.matmul(dS, K[rows], out=dQ[rows])
+        np.matmul(dS.swapaxes(-1, -2), Q[rows], out=dK[rows])
     dW = (y.T @ dqkv).reshape(d, 3, H, d_h).transpose(1, 2, 0, 3)          # (3, H, d, d_h)
     return dqkv @ W_qkv.T, dW[0] / np.sqrt(d_h), dW[1], dW[2], dW_O
 
@@ -330,6 +353,8 @@ def _gelu_and_derivative(u, want_derivative):
     Twin of :func:`.reference.gelu` and :func:`.reference.gelu_backward`; the derivative
     :math:`\tfrac12(1 + t) + \tfrac12 u (1 - t^2) c (1 + 3 \cdot 0.044715 u^2)` is formed in the
     forward pass while :math:`u` and :math:`t` are in cache, so the backward is one product.
+    Both are written with :math:`h = \tfrac12(1 + t)`: :math:`\mathrm{gelu} = u h` and
+    :math:`\tfrac12(1 - t^2) = 2 h (1 - h)`, 15 passes over a block instead of 19.
     Measured gain over :func:`.reference.gelu` + :func:`.reference.gelu_backward` (whose
     ``u ** 3`` is a slow ``pow``): 19-22x on ``(2048-2176, 128)``.
     """
@@ -337,29 +362,26 @@ def _gelu_and_derivative(u, want_derivative):
     deriv = np.empty_like(u) if want_derivative else None
     rows = min(_GELU_ROWS, u.shape[0])
     t_buf, s_buf = np.empty((rows, u.shape[1])), np.empty((rows, u.shape[1]))
+    k = 0.044715
     for i in range(0, u.shape[0], rows):
         uc = u[i:i + rows]
         t, s, ac = t_buf[:len(uc)], s_buf[:len(uc)], a[i:i + rows]
         np.multiply(uc, uc, out=s)                              # u^2
-        np.multiply(s, 0.044715, out=t)
-        t += 1.0
+        np.multiply(s, k * GELU_C, out=t)
+        t += GELU_C
         t *= uc
-        t *= GELU_C
         np.tanh(t, out=t)                                       # t = tanh(c (u + k u^3))
-        np.add(t, 1.0, out=ac)
-        ac *= uc
-        ac *= 0.5                                               # gelu = u (1 + t) / 2
+        t *= 0.5
+        t += 0.5                                                # (1 + t) / 2
+        np.multiply(t, uc, out=ac)                              # gelu = u (1 + t) / 2
         if want_derivative:
             dc = deriv[i:i + rows]
-            s *= 3 * 0.044715
-            s += 1.0
-            s *= uc
-            s *= 0.5 * GELU_C                                   # c u (1 + 3 k u^2) / 2
-            np.multiply(t, t, out=dc)
-            np.subtract(1.0, dc, out=dc)
+            s *= 6.0 * k * GELU_C
+            s += 2.0 * GELU_C
+            s *= uc                                             # 2 c u (1 + 3 k u^2)
+            np.subtract(1.0, t, out=dc)
+            dc *= t                                             # h (1 - h) = (1 - t^2) / 4
             dc *= s
-            t += 1.0
-            t *= 0.5
             dc += t
     return a, deriv
 
@@ -387,14 +409,15 @@ def mlp_backward(dout, cache):
     derivative was cached by :func:`mlp`, so :math:`\bar u = \phi'(u) \odot \bar{\mathrm{out}} W_2^\top`
     is one product and one multiplication."""
     y, a, act_cache, W_1, W_2, activation = cache
+    ones = np.ones(dout.shape[0])
     dW_2 = a.T @ dout
-    db_2 = dout.sum(axis=0)
+    db_2 = ones @ dout
     du = dout @ W_2.T
     if activation == "gelu":
         du *= act_cache[0]
     else:
         du = reference.relu_backward(du, act_cache)
-    return du @ W_1.T, y.T @ du, du.sum(axis=0), dW_2, db_2
+    return du @ W_1.T, y.T @ du, ones @ du, dW_2, db_2
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,7 +468,7 @@ def backward(params, cache, dz, cfg):
     inputs, blocks, lnf, y, B = cache
     n, d = cfg.n_tokens, cfg.d
     dz = dz.reshape(-1, dz.shape[-1])
-    grads = {"head": y.T @ dz, "head_b": dz.sum(axis=0)}
+    grads = {"head": y.T @ dz, "head_b": np.ones(dz.shape[0]) @ dz}
     dtop, grads["lnf_g"], grads["lnf_b"] = layer_norm_backward(dz @ params["head"].T, lnf)
     dx = dtop                                                   # (B, d) or (B n, d)
     for layer in reversed(range(cfg.depth)):
@@ -485,11 +508,33 @@ def logits(params, inputs, cfg):
     return forward(params, inputs, cfg, want_backward=False)[0]
 
 
+def cross_entropy(z, targets):
+    r"""Twin of :func:`.reference.cross_entropy` (same equations and returns).
+
+    Trick: when :func:`~minitheory.primitives.exp_is_safe`, no row maximum is subtracted and
+    the exponentials are computed once, for both :math:`\log \sum_c e^{z_{ic}}` and the
+    softmax in :math:`\bar z` (the row sums a matrix-vector product); otherwise the reference
+    runs. Measured gain 2.3x at ``(16, 64, 103)`` (timeit).
+    """
+    C = z.shape[-1]
+    z2, y = z.reshape(-1, C), targets.reshape(-1)
+    if not exp_is_safe(z2, C):
+        return reference.cross_entropy(z, targets)
+    N = z2.shape[0]
+    rows = np.arange(N)
+    e = np.exp(z2)
+    sums = e @ np.ones(C)
+    loss = np.mean(np.log(sums) - z2[rows, y])
+    e *= (1.0 / (N * sums))[:, None]                            # softmax(z) / N
+    e[rows, y] -= 1.0 / N
+    return float(loss), e.reshape(z.shape)
+
+
 def loss_and_grads_unchecked(params, inputs, targets, cfg):
     r"""Unchecked :func:`loss_and_grads` (inputs already validated): the mean cross-entropy
     :math:`L = \tfrac1N \sum_i (\log\sum_c e^{z_{ic}} - z_{i,y_i})` and every gradient."""
     z, cache = forward(params, inputs, cfg)
-    loss, dz = reference.cross_entropy(z, targets)             # the reference's (no gain)
+    loss, dz = cross_entropy(z, targets)
     return loss, backward(params, cache, dz, cfg)
 
 
