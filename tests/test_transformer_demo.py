@@ -30,6 +30,9 @@ def test_vision_init_scale_study_end_to_end_and_replot(tmp_path, capsys):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["seed"] == 2 and cfg["scales"] == [0.3, 1.0] and cfg["task"] == "vision"
+    # the options as given, and what the defaults among them resolved to
+    assert cfg["lr"] == 0.0 and cfg["resolved"] == {"steps": 6, "batch": 16,
+                                                     "lr": demo.DEFAULT_LR["vision"]}
     m = load_metrics(tmp_path)
     assert _no_nan(m)
     S, K = 2, len(m["log_step"])
@@ -46,8 +49,10 @@ def test_vision_init_scale_study_end_to_end_and_replot(tmp_path, capsys):
 
 
 def test_language_end_to_end(tmp_path, capsys):
-    assert demo.main(LANGUAGE + ["--out", str(tmp_path)]) == 0
+    assert demo.main(LANGUAGE + ["--out", str(tmp_path), "--lr", "0.002"]) == 0
     out = capsys.readouterr().out
+    resolved = json.loads((tmp_path / "config.json").read_text())["resolved"]
+    assert resolved == {"steps": 5, "batch": 4, "lr": 0.002}
     assert "held-out nats/char" in out and "unigram entropy" in out and "Claim 4" not in out
     m = load_metrics(tmp_path)
     assert _no_nan(m) and m["sv_VO"].shape[:2] == (1, len(m["log_step"]))

@@ -1,12 +1,14 @@
 """The fast transformer: equal to the reference, gradients against finite differences, the
 initialization and its scale factor, properties of the mask, and refused bad input."""
 import dataclasses
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from minitheory.gradcheck import check_gradients
+from minitheory.primitives import exp_is_safe
 from minitheory.transformer import checks, model, reference
 from tests.strategies import seeds
 from tests.test_transformer_reference import _case, _perturb, configs
@@ -123,6 +125,10 @@ def test_fast_softmax_branch_for_huge_scores():
                                    atol=1e-10 * np.max(np.abs(g_r[key])), err_msg=key)
 
 
+def _reference_cross_entropy_forbidden(*args):
+    raise AssertionError("the fast cross-entropy fell back to the reference")
+
+
 @given(seed=seeds, N=st.integers(1, 5), C=st.integers(2, 7),
        scale=st.sampled_from([0.1, 3.0, 300.0, 1e4]))
 def test_fast_cross_entropy_equals_reference(seed, N, C, scale):
@@ -130,7 +136,13 @@ def test_fast_cross_entropy_equals_reference(seed, N, C, scale):
     z, y = scale * rng.standard_normal((N, 2, C)), rng.integers(0, C, (N, 2))
     z_before = z.copy()
     loss_r, dz_r = reference.cross_entropy(z, y)
-    loss_f, dz_f = model.cross_entropy(z, y)
+    if exp_is_safe(z, z.size):                  # the fast path must run, not the reference
+        with mock.patch.object(reference, "cross_entropy", _reference_cross_entropy_forbidden):
+            loss_f, dz_f = model.cross_entropy(z, y)
+    else:                                       # the fallback is the reference itself
+        loss_f, dz_f = model.cross_entropy(z, y)
+        assert loss_f == loss_r
+        np.testing.assert_array_equal(dz_f, dz_r)
     np.testing.assert_array_equal(z, z_before)
     assert np.isfinite(loss_f) and dz_f.shape == z.shape
     # the two differ by the row maximum they subtract: rounding on the scale of the logits
@@ -146,8 +158,20 @@ def test_fast_cross_entropy_shifts_far_logits(far):
     y = np.array([2, 0])
     loss_r, dz_r = reference.cross_entropy(z, y)
     loss_f, dz_f = model.cross_entropy(z, y)
-    assert np.isfinite(loss_f) and np.isclose(loss_f, loss_r, rtol=1e-12)
-    np.testing.assert_allclose(dz_f, dz_r, rtol=1e-12, atol=1e-300)
+    assert np.isfinite(loss_f) and loss_f == loss_r
+    np.testing.assert_array_equal(dz_f, dz_r)
+
+
+def test_fast_cross_entropy_many_rows_near_the_bound():
+    # every row sum is finite, but N times one is not (N = 1e5 rows of logits just below
+    # 700 - log 3): the gradient's 1 / (N sum) would be 0 without the N C bound
+    N, C = 100_000, 3
+    z = np.full((N, C), np.nextafter(700.0 - np.log(C), 0.0))
+    y = np.zeros(N, dtype=int)
+    loss_r, dz_r = reference.cross_entropy(z, y)
+    loss_f, dz_f = model.cross_entropy(z, y)
+    assert np.isclose(loss_f, loss_r, rtol=1e-12)
+    np.testing.assert_allclose(dz_f, dz_r, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))

@@ -3,8 +3,10 @@
 A demo module defines ``NAME``, a frozen dataclass ``Config`` (validated in ``__post_init__``),
 ``run(cfg, progress) -> (metrics, context, error)``, ``report(cfg, metrics, context) -> str`` and
 ``plot(cfg, metrics, context, out, show) -> [paths]``; optionally ``context(metrics)`` (rebuilds
-``context`` for ``--replot``) and ``memory_estimate(cfg) -> (bytes, what)`` (the memory the run
-needs and the options that set it). Its ``main(argv)`` is :func:`demo_main`.
+``context`` for ``--replot``), ``memory_estimate(cfg) -> (bytes, what)`` (the memory the run
+needs and the options that set it) and ``resolved(cfg) -> dict`` (the values that options left
+at "0 = default" resolved to, saved under ``"resolved"`` in ``config.json`` for the reader;
+``--replot`` ignores them). Its ``main(argv)`` is :func:`demo_main`.
 
 Every option is checked before any training starts: the config's own validation, ``--out``
 (refused if it is a file, lies under a file, is empty or cannot be written; created otherwise),
@@ -225,6 +227,7 @@ def read_config(out: Path, config_cls, prog: str, error) -> dict:
     if not isinstance(saved, dict):
         error(f"{out / 'config.json'} does not hold a demo's settings")
     demo = saved.pop("demo", None)
+    saved.pop("resolved", None)                     # for the reader; the options rebuild it
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(saved) - names)
     own = prog.rsplit(".", 1)[-1]
@@ -462,7 +465,10 @@ def _train(demo, cfg, out: Path, show: bool, prog: str) -> int:
         metrics = dict(metrics, stopped_step=error.step,
                        stopped_reason="interrupted" if isinstance(error, Interrupted) else "diverged")
     try:
-        save_results(out, cfg, metrics, {"demo": demo.NAME})
+        extra = {"demo": demo.NAME}
+        if hasattr(demo, "resolved"):
+            extra["resolved"] = demo.resolved(cfg)
+        save_results(out, cfg, metrics, extra)
     except KeyboardInterrupt:
         print(f"\nstopped: interrupted by Ctrl-C while saving; {out} keeps the files of any "
               f"earlier run, none half-written", file=sys.stderr)

@@ -130,6 +130,12 @@ class Config:
 # --------------------------------------------------------------------------------------------
 # Data and evaluation of one task
 # --------------------------------------------------------------------------------------------
+def resolved(cfg: Config) -> dict:
+    """What ``--steps``, ``--batch`` and ``--lr`` (0 = the task's default) resolved to; saved
+    in ``config.json`` beside the options as given."""
+    return {"steps": cfg.n_steps, "batch": cfg.batch_size, "lr": cfg.peak_lr}
+
+
 def log_softmax_xent(z: np.ndarray, targets: np.ndarray) -> float:
     """Mean cross-entropy (nats) of logits ``z (..., V)`` against integer ``targets (...)``."""
     z = z - z.max(-1, keepdims=True)
