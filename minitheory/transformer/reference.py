@@ -36,6 +36,7 @@ from .checks import check_batch_for
 
 LN_EPS = 1e-5          # [project choice] PyTorch's nn.LayerNorm default, so the two agree
 GELU_C = np.sqrt(2.0 / np.pi)
+GELU_K = 0.044715     # the cubic coefficient of GELU's tanh form (Hendrycks & Gimpel)
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,14 +88,14 @@ def gelu(u):
     .. math:: \mathrm{gelu}(u) = \tfrac12 u\,\big(1 + \tanh(c\,(u + 0.044715\,u^3))\big),
               \quad c = \sqrt{2/\pi}.
     """
-    t = np.tanh(GELU_C * (u + 0.044715 * u ** 3))
+    t = np.tanh(GELU_C * (u + GELU_K * u ** 3))
     return 0.5 * u * (1.0 + t), (u, t)
 
 
 def gelu_backward(da, cache):
     r""":math:`\mathrm{gelu}'(u) = \tfrac12(1 + t) + \tfrac12 u (1 - t^2)\, c\,(1 + 3 \cdot 0.044715\, u^2)`."""
     u, t = cache
-    return da * (0.5 * (1.0 + t) + 0.5 * u * (1.0 - t ** 2) * GELU_C * (1.0 + 3 * 0.044715 * u ** 2))
+    return da * (0.5 * (1.0 + t) + 0.5 * u * (1.0 - t ** 2) * GELU_C * (1.0 + 3 * GELU_K * u ** 2))
 
 
 def relu(u):
